@@ -1,0 +1,146 @@
+#include <stampede/settings.hpp>
+
+#include <stampede/backoff.hpp>
+#include <stampede/detail/url.hpp>
+#include <stampede/error.hpp>
+#include <stampede/token_source_stats.hpp>
+
+#include <ostream>
+#include <string>
+
+using boost::system::error_code;
+
+namespace stampede {
+namespace {
+
+error_code reject(diagnostics& diag, std::string message)
+{
+    diag.set_client_message(std::move(message));
+    return client_errc::invalid_settings;
+}
+
+std::string ms(std::chrono::milliseconds d)
+{
+    return std::to_string(d.count()) + " ms";
+}
+
+// Returns a message when a duration that must be positive is not.
+std::string check_positive(std::string_view field, std::chrono::milliseconds value)
+{
+    if (value.count() > 0) {
+        return {};
+    }
+    return std::string(field) + " is " + ms(value) + "; it must be positive";
+}
+
+error_code validate_transport(const transport_settings& t, diagnostics& diag)
+{
+    const std::pair<std::string_view, std::chrono::milliseconds> timeouts[] = {
+        {"transport.resolve_timeout", t.resolve_timeout},
+        {"transport.connect_timeout", t.connect_timeout},
+        {"transport.handshake_timeout", t.handshake_timeout},
+        {"transport.write_timeout", t.write_timeout},
+        {"transport.read_timeout", t.read_timeout},
+        {"transport.request_timeout", t.request_timeout},
+        {"transport.idle_timeout", t.idle_timeout},
+    };
+    for (const auto& [field, value] : timeouts) {
+        if (std::string message = check_positive(field, value); !message.empty()) {
+            return reject(diag, message);
+        }
+    }
+    if (t.max_header_bytes < 1024) {
+        return reject(diag, "transport.max_header_bytes is " + std::to_string(t.max_header_bytes) +
+                                "; it must be at least 1024 bytes");
+    }
+    if (t.max_body_bytes < 1024) {
+        return reject(diag, "transport.max_body_bytes is " + std::to_string(t.max_body_bytes) +
+                                "; it must be at least 1024 bytes");
+    }
+    return {};
+}
+
+} // namespace
+
+error_code validate(const token_source_settings& s, diagnostics& diag)
+{
+    diag.clear();
+    if (s.client_id.empty()) {
+        return reject(diag, "client_id is empty; set it to the API key's client id");
+    }
+    if (s.client_secret.empty()) {
+        return reject(diag, "client_secret is empty; set it to the API key's secret");
+    }
+
+    detail::endpoint_url url;
+    if (error_code ec = detail::parse_endpoint_url(s.token_url, "token_url", s.transport, url, diag)) {
+        return ec;
+    }
+    if (error_code ec = validate_transport(s.transport, diag)) {
+        return ec;
+    }
+
+    const std::pair<std::string_view, std::chrono::milliseconds> durations[] = {
+        {"refresh_ahead", s.refresh_ahead},
+        {"default_lifetime", s.default_lifetime},
+        {"max_lifetime", s.max_lifetime},
+        {"rate_limit.refill_interval", s.rate_limit.refill_interval},
+    };
+    for (const auto& [field, value] : durations) {
+        if (std::string message = check_positive(field, value); !message.empty()) {
+            return reject(diag, message);
+        }
+    }
+    if (s.expiry_margin.count() < 0) {
+        return reject(diag, "expiry_margin is " + ms(s.expiry_margin) + "; it must not be negative");
+    }
+    if (s.permanent_error_cooldown.count() < 0) {
+        return reject(diag, "permanent_error_cooldown is " + ms(s.permanent_error_cooldown) +
+                                "; it must not be negative (0 turns remembering off)");
+    }
+    if (s.rate_limit.capacity == 0) {
+        return reject(diag, "rate_limit.capacity is 0, so no request could ever be sent; "
+                            "set it to 1 or more");
+    }
+    if (std::string message = validate(s.backoff); !message.empty()) {
+        return reject(diag, "backoff: " + message);
+    }
+
+    // A refresh must have time for a failed attempt and a retry before the token goes
+    // stale, or refreshing ahead cannot hide a single slow failure from callers.
+    const auto needed = 2 * s.transport.request_timeout + s.backoff.initial_delay;
+    if (s.refresh_ahead < needed) {
+        return reject(diag, "refresh_ahead is " + ms(s.refresh_ahead) +
+                                ", shorter than one failed attempt and one retry (2 x "
+                                "transport.request_timeout + backoff.initial_delay = " +
+                                ms(needed) + "); raise refresh_ahead or lower those");
+    }
+    return {};
+}
+
+std::ostream& operator<<(std::ostream& os, const token_source_settings& s)
+{
+    os << "token_source_settings{client_id=" << s.client_id << ", client_secret=" << s.client_secret
+       << ", token_url=" << s.token_url << ", refresh_ahead=" << s.refresh_ahead.count()
+       << "ms, expiry_margin=" << s.expiry_margin.count()
+       << "ms, rate_limit=" << s.rate_limit.capacity << " per " << s.rate_limit.refill_interval.count()
+       << "ms, backoff.max_attempts=" << s.backoff.max_attempts
+       << ", permanent_error_cooldown=" << s.permanent_error_cooldown.count() << "ms}";
+    return os;
+}
+
+std::ostream& operator<<(std::ostream& os, const token_source_stats& s)
+{
+    os << "token_source_stats{cache_hits=" << s.cache_hits << ", requests=" << s.requests
+       << ", tokens_fetched=" << s.tokens_fetched << ", waiters=" << s.waiters
+       << ", coalesced_waiters=" << s.coalesced_waiters << ", refreshes_ahead=" << s.refreshes_ahead
+       << ", retries=" << s.retries << ", retryable_failures=" << s.retryable_failures
+       << ", permanent_failures=" << s.permanent_failures
+       << ", cooldown_rejections=" << s.cooldown_rejections
+       << ", cancelled_waiters=" << s.cancelled_waiters << ", invalidations=" << s.invalidations
+       << ", rate_limited_waits=" << s.rate_limited_waits
+       << ", connections_opened=" << s.connections_opened << "}";
+    return os;
+}
+
+} // namespace stampede

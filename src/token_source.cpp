@@ -1,0 +1,790 @@
+#include <stampede/token_source.hpp>
+
+#include <stampede/backoff.hpp>
+#include <stampede/detail/http_token_fetcher.hpp>
+#include <stampede/detail/log.hpp>
+#include <stampede/detail/token_schedule.hpp>
+#include <stampede/error.hpp>
+#include <stampede/rate_limiter.hpp>
+#include <stampede/retry.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+namespace stampede {
+namespace detail {
+
+thread_local constinit tls_slot tls_slots[tls_slot_count] STAMPEDE_TLS_MODEL{};
+
+namespace {
+
+std::atomic<std::uint64_t> next_source_id{1};
+
+std::string format_ms(milliseconds d)
+{
+    if (d.count() % 1000 == 0) {
+        return std::to_string(d.count() / 1000) + " s";
+    }
+    return std::to_string(d.count()) + " ms";
+}
+
+// Every live token source and every thread that has a cache, so that `stats()` can add
+// up the hits counted in thread-local entries, and an entry taken over by another
+// source can hand its count back to the source it belonged to.
+class cache_registry {
+public:
+    static cache_registry& instance()
+    {
+        static cache_registry registry;
+        return registry;
+    }
+
+    void add_source(std::uint64_t id, std::atomic<std::uint64_t>* retired_hits)
+    {
+        std::lock_guard lock(mutex_);
+        sources_[id] = retired_hits;
+    }
+
+    void remove_source(std::uint64_t id)
+    {
+        std::lock_guard lock(mutex_);
+        sources_.erase(id);
+    }
+
+    void add_thread(tls_slot* slots)
+    {
+        std::lock_guard lock(mutex_);
+        threads_.push_back(slots);
+    }
+
+    void remove_thread(tls_slot* slots)
+    {
+        std::lock_guard lock(mutex_);
+        std::erase(threads_, slots);
+    }
+
+    // Moves the slot's hit count to the source that owns it, if that source still lives.
+    void retire_hits(tls_slot& slot)
+    {
+        const std::uint64_t hits = slot.hits.exchange(0, std::memory_order_relaxed);
+        const std::uint64_t owner = slot.owner.load(std::memory_order_relaxed);
+        if (hits == 0 || owner == 0) {
+            return;
+        }
+        std::lock_guard lock(mutex_);
+        if (auto it = sources_.find(owner); it != sources_.end()) {
+            it->second->fetch_add(hits, std::memory_order_relaxed);
+        }
+    }
+
+    std::uint64_t live_hits(std::uint64_t id) const
+    {
+        std::lock_guard lock(mutex_);
+        std::uint64_t total = 0;
+        for (const tls_slot* slots : threads_) {
+            const tls_slot& slot = slots[id % tls_slot_count];
+            if (slot.owner.load(std::memory_order_relaxed) == id) {
+                total += slot.hits.load(std::memory_order_relaxed);
+            }
+        }
+        return total;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, std::atomic<std::uint64_t>*> sources_;
+    std::vector<tls_slot*> threads_;
+};
+
+void release_slot(tls_slot& slot) noexcept
+{
+    if (const token_snapshot* old = slot.snapshot.exchange(nullptr, std::memory_order_relaxed)) {
+        intrusive_ptr_release(old);
+    }
+    ++slot.replacements;
+}
+
+// Registers the calling thread's cache on first use and, when the thread exits, gives
+// back its hit counts and its references to snapshots.
+class thread_cache_registration {
+public:
+    thread_cache_registration() { cache_registry::instance().add_thread(tls_slots); }
+
+    ~thread_cache_registration()
+    {
+        auto& registry = cache_registry::instance();
+        registry.remove_thread(tls_slots);
+        for (tls_slot& slot : tls_slots) {
+            registry.retire_hits(slot);
+            release_slot(slot);
+            slot.owner.store(0, std::memory_order_relaxed);
+        }
+    }
+
+    thread_cache_registration(const thread_cache_registration&) = delete;
+    thread_cache_registration& operator=(const thread_cache_registration&) = delete;
+};
+
+void ensure_thread_registered()
+{
+    thread_local thread_cache_registration registration;
+    (void)registration;
+}
+
+// A failure that retrying cannot fix, answered to new callers until `until`.
+struct remembered_failure {
+    error_code ec;
+    std::shared_ptr<const diagnostics> diag;
+    steady_clock::time_point until;
+};
+
+} // namespace
+
+struct token_source_impl::state {
+    state(token_source_impl& owner, asio::any_io_executor ex, token_source_settings s,
+          std::unique_ptr<token_fetcher> f)
+        : impl(owner)
+        , settings(std::move(s))
+        , executor(std::move(ex))
+        , strand(asio::make_strand(executor))
+        , fetcher(std::move(f))
+        , limiter(strand, settings.rate_limit, settings.logger)
+        , backoff(settings.backoff)
+        , classifier(settings.retryable_oauth_errors)
+        , refresh_timer(strand)
+        , stale_timer(strand)
+        , retry_timer(strand)
+    {
+    }
+
+    token_source_impl& impl;
+    const token_source_settings settings;
+    const asio::any_io_executor executor;
+    const asio::strand<asio::any_io_executor> strand;
+
+    // Used only on the strand.
+    std::unique_ptr<token_fetcher> fetcher;
+    rate_limiter limiter;
+    backoff_policy backoff;
+    retry_classifier classifier;
+    asio::steady_timer refresh_timer;
+    asio::steady_timer stale_timer;
+    asio::steady_timer retry_timer;
+
+    // Guarded by `mutex`.
+    mutable std::mutex mutex;
+    boost::intrusive_ptr<const token_snapshot> current;
+    token_waiter_base* head = nullptr;
+    token_waiter_base* tail = nullptr;
+    bool fetch_running = false;
+    bool shut_down = false;
+    std::optional<remembered_failure> failure;
+
+    std::atomic<bool> stopping{false};
+
+    std::atomic<std::uint64_t> retired_hits{0};
+    std::atomic<std::uint64_t> slow_hits{0};
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> tokens_fetched{0};
+    std::atomic<std::uint64_t> waiters{0};
+    std::atomic<std::uint64_t> coalesced_waiters{0};
+    std::atomic<std::uint64_t> refreshes_ahead{0};
+    std::atomic<std::uint64_t> retries{0};
+    std::atomic<std::uint64_t> retryable_failures{0};
+    std::atomic<std::uint64_t> permanent_failures{0};
+    std::atomic<std::uint64_t> cooldown_rejections{0};
+    std::atomic<std::uint64_t> cancelled_waiters{0};
+    std::atomic<std::uint64_t> invalidations{0};
+
+    template <class MakeMessage>
+    void log(log_level level, MakeMessage&& make_message) const
+    {
+        detail::log(settings.logger, level, std::forward<MakeMessage>(make_message));
+    }
+
+    // Queue operations; the caller holds `mutex`.
+    void push_back(token_waiter_base& w) noexcept
+    {
+        w.prev_ = tail;
+        w.next_ = nullptr;
+        w.queued_ = true;
+        (tail != nullptr ? tail->next_ : head) = &w;
+        tail = &w;
+    }
+
+    void unlink(token_waiter_base& w) noexcept
+    {
+        (w.prev_ != nullptr ? w.prev_->next_ : head) = w.next_;
+        (w.next_ != nullptr ? w.next_->prev_ : tail) = w.prev_;
+        w.prev_ = w.next_ = nullptr;
+        w.queued_ = false;
+    }
+
+    token_waiter_base* take_all() noexcept
+    {
+        token_waiter_base* list = head;
+        for (token_waiter_base* w = head; w != nullptr; w = w->next_) {
+            w->queued_ = false;
+        }
+        head = tail = nullptr;
+        return list;
+    }
+
+    // Completes every waiter of a detached list, outside the lock.
+    static void complete_all(token_waiter_base* list, error_code ec,
+                             const std::shared_ptr<const diagnostics>& diag,
+                             const boost::intrusive_ptr<const token_snapshot>& token)
+    {
+        while (list != nullptr) {
+            token_waiter_base* next = list->next_;
+            list->prev_ = list->next_ = nullptr;
+            list->complete(ec, diag, token);
+            list = next;
+        }
+    }
+
+    void bump_generation() noexcept
+    {
+        impl.generation_.fetch_add(1, std::memory_order_release);
+    }
+
+    void spawn_fetch(std::shared_ptr<token_source_impl> self)
+    {
+        asio::co_spawn(strand, fetch_loop(std::move(self)), asio::detached);
+    }
+
+    asio::awaitable<void> fetch_loop(std::shared_ptr<token_source_impl> self);
+    asio::awaitable<error_code> fetch_once(boost::intrusive_ptr<const token_snapshot>& out,
+                                           diagnostics& diag);
+    void publish(boost::intrusive_ptr<const token_snapshot> token,
+                 const token_schedule& schedule);
+    void fail_waiters(error_code ec, diagnostics diag, bool remember);
+    void arm_timers(const boost::intrusive_ptr<const token_snapshot>& token,
+                    const token_schedule& schedule);
+    void on_refresh_due(const std::shared_ptr<token_source_impl>& self,
+                        const token_snapshot* token);
+    void on_stale(const token_snapshot* token);
+    bool has_usable_token() const
+    {
+        std::lock_guard lock(mutex);
+        return current != nullptr;
+    }
+};
+
+token_source_impl::token_source_impl(asio::any_io_executor ex, token_source_settings settings,
+                                     std::unique_ptr<token_fetcher> fetcher)
+    : id_(next_source_id.fetch_add(1, std::memory_order_relaxed))
+    , state_(std::make_unique<state>(*this, std::move(ex), std::move(settings),
+                                     std::move(fetcher)))
+{
+    cache_registry::instance().add_source(id_, &state_->retired_hits);
+}
+
+token_source_impl::~token_source_impl()
+{
+    cache_registry::instance().remove_source(id_);
+}
+
+const token_source_settings& token_source_impl::settings() const noexcept
+{
+    return state_->settings;
+}
+
+const asio::any_io_executor& token_source_impl::get_executor() const noexcept
+{
+    return state_->executor;
+}
+
+const token_snapshot* token_source_impl::peek_slow(tls_slot& slot,
+                                                   std::uint64_t /*generation*/) noexcept
+{
+    boost::intrusive_ptr<const token_snapshot> current;
+    std::uint64_t generation = 0;
+    {
+        std::lock_guard lock(state_->mutex);
+        current = state_->current;
+        generation = generation_.load(std::memory_order_relaxed);
+    }
+
+    ensure_thread_registered();
+    if (slot.owner.load(std::memory_order_relaxed) != id_) {
+        cache_registry::instance().retire_hits(slot);
+        slot.owner.store(id_, std::memory_order_relaxed);
+    }
+    if (slot.snapshot.load(std::memory_order_relaxed) != current.get()) {
+        release_slot(slot);
+        slot.snapshot.store(current.detach(), std::memory_order_relaxed);
+    }
+    slot.generation = generation;
+
+    const token_snapshot* snapshot = slot.snapshot.load(std::memory_order_relaxed);
+    if (snapshot != nullptr) {
+        slot.hits.fetch_add(1, std::memory_order_relaxed);
+    }
+    return snapshot;
+}
+
+tls_slot& token_source_impl::hold_in_current_thread(
+    boost::intrusive_ptr<const token_snapshot> token)
+{
+    tls_slot& slot = current_thread_slot();
+    if (peek() == token.get()) {
+        return slot;
+    }
+
+    // The token is no longer the current one (invalidated or replaced while the caller
+    // was being resumed). Keep it alive in the slot under a generation that never
+    // matches, so the view stays valid and the next call looks again.
+    ensure_thread_registered();
+    if (slot.owner.load(std::memory_order_relaxed) != id_) {
+        cache_registry::instance().retire_hits(slot);
+        slot.owner.store(id_, std::memory_order_relaxed);
+    }
+    release_slot(slot);
+    slot.snapshot.store(token.detach(), std::memory_order_relaxed);
+    slot.generation = 0;
+    return slot;
+}
+
+void token_source_impl::start_wait(token_waiter_base& waiter)
+{
+    state& s = *state_;
+    boost::intrusive_ptr<const token_snapshot> token;
+    std::optional<remembered_failure> failure;
+    bool shut_down = false;
+    bool start_fetch = false;
+    {
+        std::lock_guard lock(s.mutex);
+        if (s.shut_down) {
+            shut_down = true;
+        } else if (s.current) {
+            token = s.current;
+        } else if (s.failure && steady_clock::now() < s.failure->until) {
+            failure = s.failure;
+        } else {
+            s.push_back(waiter);
+            start_fetch = !s.fetch_running;
+            s.fetch_running = true;
+        }
+    }
+
+    if (shut_down) {
+        waiter.complete(asio::error::operation_aborted, nullptr, nullptr);
+    } else if (token) {
+        s.slow_hits.fetch_add(1, std::memory_order_relaxed);
+        waiter.complete({}, nullptr, std::move(token));
+    } else if (failure) {
+        s.cooldown_rejections.fetch_add(1, std::memory_order_relaxed);
+        waiter.complete(failure->ec, failure->diag, nullptr);
+    } else {
+        s.waiters.fetch_add(1, std::memory_order_relaxed);
+        if (start_fetch) {
+            s.spawn_fetch(shared_from_this());
+        } else {
+            s.coalesced_waiters.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+}
+
+void token_source_impl::cancel_wait(token_waiter_base& waiter)
+{
+    state& s = *state_;
+    {
+        std::lock_guard lock(s.mutex);
+        if (!waiter.queued_) {
+            return;
+        }
+        s.unlink(waiter);
+    }
+    s.cancelled_waiters.fetch_add(1, std::memory_order_relaxed);
+    waiter.complete(asio::error::operation_aborted, nullptr, nullptr);
+}
+
+bool token_source_impl::invalidate(std::string_view token_value)
+{
+    state& s = *state_;
+    {
+        std::lock_guard lock(s.mutex);
+        if (!s.current || s.current->access_token.reveal() != token_value) {
+            return false;
+        }
+        s.current.reset();
+        s.bump_generation();
+    }
+    s.invalidations.fetch_add(1, std::memory_order_relaxed);
+    s.log(log_level::info, [] { return std::string("token invalidated; the next call fetches a new one"); });
+    return true;
+}
+
+void token_source_impl::shutdown()
+{
+    state& s = *state_;
+    token_waiter_base* waiters = nullptr;
+    {
+        std::lock_guard lock(s.mutex);
+        if (s.shut_down) {
+            return;
+        }
+        s.shut_down = true;
+        s.stopping.store(true, std::memory_order_relaxed);
+        s.current.reset();
+        s.failure.reset();
+        s.bump_generation();
+        waiters = s.take_all();
+    }
+    state::complete_all(waiters, asio::error::operation_aborted, nullptr, nullptr);
+
+    // Timers, the limiter and the connection belong to the strand.
+    asio::dispatch(s.strand, [self = shared_from_this()] {
+        state& st = *self->state_;
+        st.refresh_timer.cancel();
+        st.stale_timer.cancel();
+        st.retry_timer.cancel();
+        st.limiter.shutdown();
+        st.fetcher->close();
+    });
+    s.log(log_level::debug, [] { return std::string("token source shut down"); });
+}
+
+token_source_stats token_source_impl::stats() const
+{
+    const state& s = *state_;
+    token_source_stats out;
+    out.cache_hits = cache_registry::instance().live_hits(id_) +
+                     s.retired_hits.load(std::memory_order_relaxed) +
+                     s.slow_hits.load(std::memory_order_relaxed);
+    out.requests = s.requests.load(std::memory_order_relaxed);
+    out.tokens_fetched = s.tokens_fetched.load(std::memory_order_relaxed);
+    out.waiters = s.waiters.load(std::memory_order_relaxed);
+    out.coalesced_waiters = s.coalesced_waiters.load(std::memory_order_relaxed);
+    out.refreshes_ahead = s.refreshes_ahead.load(std::memory_order_relaxed);
+    out.retries = s.retries.load(std::memory_order_relaxed);
+    out.retryable_failures = s.retryable_failures.load(std::memory_order_relaxed);
+    out.permanent_failures = s.permanent_failures.load(std::memory_order_relaxed);
+    out.cooldown_rejections = s.cooldown_rejections.load(std::memory_order_relaxed);
+    out.cancelled_waiters = s.cancelled_waiters.load(std::memory_order_relaxed);
+    out.invalidations = s.invalidations.load(std::memory_order_relaxed);
+    out.rate_limited_waits = s.limiter.stats().waited;
+    out.connections_opened = s.fetcher->connections_opened();
+    return out;
+}
+
+// One fetch, from the first attempt to a token or a final error, with retries.
+asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token_source_impl> self)
+{
+    (void)self; // keeps the shared state alive until the loop ends
+    unsigned attempts = 0;
+    auto first_attempt = steady_clock::now();
+    bool refreshing = has_usable_token();
+
+    try {
+        for (;;) {
+            auto [limit_ec] = co_await limiter.async_acquire(asio::as_tuple(asio::use_awaitable));
+            if (limit_ec || stopping.load(std::memory_order_relaxed)) {
+                co_return;
+            }
+
+            ++attempts;
+            requests.fetch_add(1, std::memory_order_relaxed);
+            log(log_level::debug, [&] {
+                return "token request " + std::to_string(attempts) + (refreshing ? " (refresh ahead)" : "") +
+                       " for client " + settings.client_id;
+            });
+
+            boost::intrusive_ptr<const token_snapshot> token;
+            diagnostics diag;
+            const error_code ec = co_await fetch_once(token, diag);
+            if (stopping.load(std::memory_order_relaxed)) {
+                co_return;
+            }
+            if (!ec) {
+                co_return;
+            }
+
+            // An abort that is not a shutdown (the connection was closed under the
+            // request) is retried like a network failure.
+            const failure_kind kind = classifier.classify(ec, diag);
+            if (kind == failure_kind::permanent) {
+                permanent_failures.fetch_add(1, std::memory_order_relaxed);
+                log(log_level::error, [&] {
+                    return "token request failed with a permanent error, not retried for " +
+                           format_ms(settings.permanent_error_cooldown) + ": " + ec.message() +
+                           (diag.server_message().empty() ? "" : " (server: " + diag.server_message() + ")");
+                });
+                fail_waiters(ec, std::move(diag), true);
+                co_return;
+            }
+
+            retryable_failures.fetch_add(1, std::memory_order_relaxed);
+
+            // A refresh that outlived its token becomes an ordinary fetch, with a full
+            // retry budget for the callers who now wait for it.
+            const bool usable = has_usable_token();
+            if (refreshing && !usable) {
+                refreshing = false;
+                attempts = 1;
+                first_attempt = steady_clock::now();
+            }
+
+            auto delay = backoff.next_delay(attempts, duration_cast<milliseconds>(steady_clock::now() - first_attempt),
+                                            diag.retry_after());
+            if (!delay && refreshing) {
+                // The old token is still good, so keep trying at the slowest pace.
+                delay = std::max(settings.backoff.max_delay, diag.retry_after().value_or(milliseconds{0}));
+            }
+            if (!delay) {
+                log(log_level::error, [&] {
+                    return "token request failed after " + std::to_string(attempts) +
+                           " attempts, giving up: " + ec.message();
+                });
+                diag.set_client_message(diag.client_message() +
+                                        (diag.client_message().empty() ? "" : " ") +
+                                        "Gave up after " + std::to_string(attempts) +
+                                        " attempts; the next call starts a new fetch.");
+                fail_waiters(ec, std::move(diag), false);
+                co_return;
+            }
+
+            retries.fetch_add(1, std::memory_order_relaxed);
+            log(log_level::warning, [&] {
+                return "token request " + std::to_string(attempts) + " failed (" + ec.message() +
+                       (diag.http_status() != 0 ? ", HTTP " + std::to_string(diag.http_status()) : "") +
+                       "), retrying in " + format_ms(*delay);
+            });
+            retry_timer.expires_after(*delay);
+            auto [wait_ec] = co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (wait_ec || stopping.load(std::memory_order_relaxed)) {
+                co_return;
+            }
+        }
+    } catch (const std::exception& e) {
+        // Nothing above is expected to throw but allocation failures; fail the waiters
+        // rather than leave them hanging.
+        diagnostics diag;
+        diag.set_client_message(std::string("internal error in the token fetch: ") + e.what());
+        fail_waiters(make_error_code(boost::system::errc::not_enough_memory), std::move(diag), false);
+    }
+}
+
+asio::awaitable<error_code>
+token_source_impl::state::fetch_once(boost::intrusive_ptr<const token_snapshot>& out,
+                                     diagnostics& diag)
+{
+    fetched_token fetched;
+    const error_code ec = co_await fetcher->fetch(fetched, diag);
+    if (ec) {
+        co_return ec;
+    }
+
+    const token_schedule schedule =
+        plan_token_schedule(fetched.sent_at, fetched.expires_in, settings);
+    auto* snapshot = new token_snapshot;
+    snapshot->access_token = std::move(fetched.access_token);
+    snapshot->token_type = std::move(fetched.token_type);
+    snapshot->scope = std::move(fetched.scope);
+    snapshot->expires_at = schedule.expires_at;
+    snapshot->expires_at_system =
+        std::chrono::system_clock::now() +
+        duration_cast<std::chrono::system_clock::duration>(schedule.expires_at - steady_clock::now());
+    out.reset(snapshot);
+
+    tokens_fetched.fetch_add(1, std::memory_order_relaxed);
+    log(log_level::info, [&] {
+        const auto now = steady_clock::now();
+        return "token fetched for client " + settings.client_id + ": lifetime " +
+               format_ms(schedule.lifetime) +
+               (fetched.expires_in ? "" : " (no expires_in; default_lifetime used)") +
+               ", refresh in " + format_ms(duration_cast<milliseconds>(schedule.refresh_at - now));
+    });
+    publish(out, schedule);
+    co_return error_code{};
+}
+
+void token_source_impl::state::publish(boost::intrusive_ptr<const token_snapshot> token,
+                                       const token_schedule& schedule)
+{
+    token_waiter_base* waiters_list = nullptr;
+    {
+        std::lock_guard lock(mutex);
+        if (shut_down) {
+            return;
+        }
+        current = token;
+        failure.reset();
+        bump_generation();
+        waiters_list = take_all();
+        fetch_running = false;
+    }
+    complete_all(waiters_list, {}, nullptr, token);
+    arm_timers(token, schedule);
+}
+
+void token_source_impl::state::fail_waiters(error_code ec, diagnostics diag, bool remember)
+{
+    if (remember && settings.permanent_error_cooldown.count() > 0) {
+        diag.set_client_message(diag.client_message() +
+                                (diag.client_message().empty() ? "" : " ") +
+                                "This error is remembered for " +
+                                format_ms(settings.permanent_error_cooldown) +
+                                ": calls in that time fail at once without a request.");
+    }
+    auto shared_diag = std::make_shared<const diagnostics>(std::move(diag));
+    token_waiter_base* waiters_list = nullptr;
+    {
+        std::lock_guard lock(mutex);
+        if (remember && settings.permanent_error_cooldown.count() > 0) {
+            failure = remembered_failure{ec, shared_diag,
+                                         steady_clock::now() + settings.permanent_error_cooldown};
+        }
+        waiters_list = take_all();
+        fetch_running = false;
+    }
+    complete_all(waiters_list, ec, shared_diag, nullptr);
+}
+
+void token_source_impl::state::arm_timers(const boost::intrusive_ptr<const token_snapshot>& token,
+                                          const token_schedule& schedule)
+{
+    std::weak_ptr<token_source_impl> weak = impl.weak_from_this();
+    const token_snapshot* raw = token.get();
+
+    refresh_timer.expires_at(schedule.refresh_at);
+    refresh_timer.async_wait(asio::bind_executor(strand, [weak, raw](error_code ec) {
+        if (ec) {
+            return;
+        }
+        if (auto self = weak.lock()) {
+            self->state_->on_refresh_due(self, raw);
+        }
+    }));
+
+    stale_timer.expires_at(schedule.stale_at);
+    stale_timer.async_wait(asio::bind_executor(strand, [weak, raw](error_code ec) {
+        if (ec) {
+            return;
+        }
+        if (auto self = weak.lock()) {
+            self->state_->on_stale(raw);
+        }
+    }));
+}
+
+void token_source_impl::state::on_refresh_due(const std::shared_ptr<token_source_impl>& self,
+                                              const token_snapshot* token)
+{
+    {
+        std::lock_guard lock(mutex);
+        if (shut_down || current.get() != token || fetch_running) {
+            return;
+        }
+        fetch_running = true;
+    }
+    refreshes_ahead.fetch_add(1, std::memory_order_relaxed);
+    log(log_level::info, [] { return std::string("token enters its refresh window; refreshing in the background"); });
+    spawn_fetch(self);
+}
+
+void token_source_impl::state::on_stale(const token_snapshot* token)
+{
+    {
+        std::lock_guard lock(mutex);
+        if (current.get() != token) {
+            return;
+        }
+        current.reset();
+        bump_generation();
+    }
+    log(log_level::warning, [] {
+        return std::string("token reached its expiry margin before a refresh succeeded; callers now wait");
+    });
+}
+
+} // namespace detail
+
+// Shuts the source down when the last user-facing copy goes away. The fetch loop and
+// timers hold the implementation, not this, so they cannot keep the source alive.
+struct detail::token_source_owner {
+    explicit token_source_owner(std::shared_ptr<token_source_impl> i) noexcept
+        : impl(std::move(i))
+    {
+    }
+
+    token_source_owner(const token_source_owner&) = delete;
+    token_source_owner& operator=(const token_source_owner&) = delete;
+
+    ~token_source_owner() { impl->shutdown(); }
+
+    std::shared_ptr<token_source_impl> impl;
+};
+
+namespace {
+
+void validate_or_throw(const token_source_settings& settings)
+{
+    diagnostics diag;
+    if (error_code ec = validate(settings, diag)) {
+        throw error_with_diagnostics(ec, std::move(diag));
+    }
+}
+
+} // namespace
+
+token_source::token_source(const executor_type& ex, token_source_settings settings)
+{
+    validate_or_throw(settings);
+    auto fetcher = detail::make_http_token_fetcher(ex, settings);
+    init(ex, std::move(settings), std::move(fetcher));
+}
+
+token_source::token_source(const executor_type& ex, token_source_settings settings,
+                           std::unique_ptr<detail::token_fetcher> fetcher)
+{
+    validate_or_throw(settings);
+    init(ex, std::move(settings), std::move(fetcher));
+}
+
+void token_source::init(const executor_type& ex, token_source_settings settings,
+                        std::unique_ptr<detail::token_fetcher> fetcher)
+{
+    auto impl = std::make_shared<detail::token_source_impl>(ex, std::move(settings),
+                                                            std::move(fetcher));
+    impl_ = impl.get();
+    owner_ = std::make_shared<detail::token_source_owner>(std::move(impl));
+}
+
+std::shared_ptr<detail::token_source_impl> token_source::impl_shared() const
+{
+    return owner_->impl;
+}
+
+asio::awaitable<access_token_view> token_source::wait_for_token()
+{
+    diagnostics diag;
+    auto [ec, token] = co_await async_token(diag, asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+        throw error_with_diagnostics(ec, std::move(diag));
+    }
+    detail::tls_slot& slot = impl_->hold_in_current_thread(
+        boost::intrusive_ptr<const detail::token_snapshot>(token.snapshot()));
+    co_return access_token_view(*token.snapshot(), slot);
+}
+
+} // namespace stampede
