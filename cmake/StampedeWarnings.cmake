@@ -6,4 +6,9 @@ function(stampede_set_warnings target)
             target_compile_options(${target} PRIVATE -Werror)
         endif()
     endif()
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+        # GCC 12 reports Asio's awaitable frames, which pair their own operator new and
+        # delete, as mismatched in some coroutines (a false positive of the warning).
+        target_compile_options(${target} PRIVATE -Wno-mismatched-new-delete)
+    endif()
 endfunction()

@@ -46,9 +46,9 @@ std::string format_ms(milliseconds d)
     return std::to_string(d.count()) + " ms";
 }
 
-// Every live token source and every thread that has a cache, so that `stats()` can add
-// up the hits counted in thread-local entries, and an entry taken over by another
-// source can hand its count back to the source it belonged to.
+// Every live token source and every thread that has a cache. `stats()` adds up the hits
+// counted in thread-local entries, and an entry taken over by another source hands its
+// count back to the source it belonged to.
 class cache_registry {
 public:
     static cache_registry& instance()
@@ -149,7 +149,21 @@ void ensure_thread_registered()
     (void)registration;
 }
 
-// A failure that retrying cannot fix, answered to new callers until `until`.
+// Appends a sentence to a diagnostics message, ending the previous one first.
+void append_sentence(diagnostics& diag, const std::string& sentence)
+{
+    std::string message = diag.client_message();
+    if (!message.empty()) {
+        if (message.back() != '.') {
+            message += '.';
+        }
+        message += ' ';
+    }
+    message += sentence;
+    diag.set_client_message(std::move(message));
+}
+
+// A failure that retrying cannot fix, returned to new callers until `until`.
 struct remembered_failure {
     error_code ec;
     std::shared_ptr<const diagnostics> diag;
@@ -220,7 +234,7 @@ struct token_source_impl::state {
         detail::log(settings.logger, level, std::forward<MakeMessage>(make_message));
     }
 
-    // Queue operations; the caller holds `mutex`.
+    // Queue operations. The caller must have locked `mutex`.
     void push_back(token_waiter_base& w) noexcept
     {
         w.prev_ = tail;
@@ -555,10 +569,8 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
                     return "token request failed after " + std::to_string(attempts) +
                            " attempts, giving up: " + ec.message();
                 });
-                diag.set_client_message(diag.client_message() +
-                                        (diag.client_message().empty() ? "" : " ") +
-                                        "Gave up after " + std::to_string(attempts) +
-                                        " attempts; the next call starts a new fetch.");
+                append_sentence(diag, "Gave up after " + std::to_string(attempts) +
+                                          " attempts; the next call starts a new fetch.");
                 fail_waiters(ec, std::move(diag), false);
                 co_return;
             }
@@ -640,11 +652,9 @@ void token_source_impl::state::publish(boost::intrusive_ptr<const token_snapshot
 void token_source_impl::state::fail_waiters(error_code ec, diagnostics diag, bool remember)
 {
     if (remember && settings.permanent_error_cooldown.count() > 0) {
-        diag.set_client_message(diag.client_message() +
-                                (diag.client_message().empty() ? "" : " ") +
-                                "This error is remembered for " +
-                                format_ms(settings.permanent_error_cooldown) +
-                                ": calls in that time fail at once without a request.");
+        append_sentence(diag, "This error is remembered for " +
+                                  format_ms(settings.permanent_error_cooldown) +
+                                  ": calls in that time fail at once without a request.");
     }
     auto shared_diag = std::make_shared<const diagnostics>(std::move(diag));
     token_waiter_base* waiters_list = nullptr;

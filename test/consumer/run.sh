@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds test/consumer against the SDK both ways: find_package after an install into a
+# temporary prefix, and add_subdirectory of the source tree. Run by ctest.
+# Usage: run.sh SOURCE_DIR BUILD_DIR WORK_DIR
+set -euo pipefail
+source_dir="$1"
+build_dir="$2"
+work_dir="$3"
+
+rm -rf "$work_dir"
+mkdir -p "$work_dir"
+
+cmake --install "$build_dir" --prefix "$work_dir/prefix" >/dev/null
+cmake -S "$source_dir/test/consumer" -B "$work_dir/installed" -G Ninja \
+    -DCMAKE_PREFIX_PATH="$work_dir/prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$work_dir/installed" >/dev/null
+"$work_dir/installed/consumer"
+
+cmake -S "$source_dir/test/consumer" -B "$work_dir/subdirectory" -G Ninja \
+    -DSTAMPEDE_SOURCE_DIR="$source_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$work_dir/subdirectory" --target consumer >/dev/null
+"$work_dir/subdirectory/consumer"
+echo "consumer project built with find_package and add_subdirectory"

@@ -1,0 +1,375 @@
+// stampede-demo: starts the emulator on loopback with TLS and shows the SDK under load.
+//
+// 1. Cold start: N coroutines call `co_await auth.token()` at once on a multi-threaded
+//    io_context; they share one token request.
+// 2. Load: every coroutine keeps calling `token()` for --duration seconds while the
+//    token passes through its refresh window, so background refreshes happen under load.
+// 3. Halfway through, the emulator revokes the token, and API requests recover through
+//    the 401 path: one invalidation, one new token, one retry each.
+
+#include "emulator.hpp"
+
+#include <stampede/api_client.hpp>
+#include <stampede/token_source.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using std::chrono::steady_clock;
+
+namespace {
+
+struct demo_options {
+    int callers = 10000;
+    double token_lifetime_s = 6;
+    double duration_s = 8;
+    unsigned threads = std::max(2u, std::thread::hardware_concurrency());
+    int api_requests = 4;
+    bool json = false;
+};
+
+constexpr const char* usage = R"(Usage: stampede-demo [options]
+
+Starts the Stampede emulator on 127.0.0.1 with TLS and runs the SDK against it:
+a cold start of many concurrent token() callers, continued load through several
+refreshes ahead of expiry, and API requests that recover from a revoked token.
+
+Options:
+  --callers N               concurrent coroutines calling token() (default 10000)
+  --token-lifetime SECONDS  lifetime of the emulator's tokens (default 6)
+  --duration SECONDS        how long the load continues after the cold start (default 8)
+  --threads N               threads running the io_context (default: the number of
+                            cores, at least 2)
+  --api-requests N          concurrent API requests sent after the token is revoked
+                            (default 4; the API allows about 100 per 15 minutes)
+  --json                    print the summary as one JSON object
+  --help                    show this help
+
+Exit status: 0 when every caller got a token, 1 otherwise, 2 for bad options.
+)";
+
+// Log-scale latency histogram, safe to update from several threads.
+class latency_histogram {
+public:
+    void record(steady_clock::duration d) noexcept
+    {
+        const double ns = std::max<double>(1.0, static_cast<double>(
+                                                    std::chrono::nanoseconds(d).count()));
+        const auto bucket = std::min<std::size_t>(
+            buckets_.size() - 1, static_cast<std::size_t>(std::log(ns) / std::log(growth)));
+        buckets_[bucket].fetch_add(1, std::memory_order_relaxed);
+        count_.fetch_add(1, std::memory_order_relaxed);
+        auto seen = max_ns_.load(std::memory_order_relaxed);
+        const auto value = static_cast<std::uint64_t>(ns);
+        while (value > seen && !max_ns_.compare_exchange_weak(seen, value)) {
+        }
+    }
+
+    std::uint64_t count() const noexcept { return count_.load(); }
+    std::uint64_t max_ns() const noexcept { return max_ns_.load(); }
+
+    /// Returns the upper edge of the bucket holding the q-quantile, in nanoseconds.
+    std::uint64_t quantile_ns(double q) const noexcept
+    {
+        const auto total = count();
+        if (total == 0) {
+            return 0;
+        }
+        const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total)));
+        std::uint64_t seen = 0;
+        for (std::size_t i = 0; i < buckets_.size(); ++i) {
+            seen += buckets_[i].load();
+            if (seen >= rank) {
+                return std::min(max_ns(), static_cast<std::uint64_t>(std::pow(growth, i + 1)));
+            }
+        }
+        return max_ns();
+    }
+
+private:
+    static constexpr double growth = 1.1;
+    std::array<std::atomic<std::uint64_t>, 256> buckets_{};
+    std::atomic<std::uint64_t> count_{0};
+    std::atomic<std::uint64_t> max_ns_{0};
+};
+
+bool parse_number(std::string_view text, double& out)
+{
+    try {
+        std::size_t used = 0;
+        out = std::stod(std::string(text), &used);
+        return used == text.size() && out > 0 && std::isfinite(out);
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+// Returns 0 on success, 2 on a bad option (with a message on stderr), -1 for --help.
+int parse_options(int argc, char** argv, demo_options& o)
+{
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            std::cout << usage;
+            return -1;
+        }
+        if (arg == "--json") {
+            o.json = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            std::cerr << "stampede-demo: " << arg << " needs a value; see --help\n";
+            return 2;
+        }
+        const std::string_view value = argv[++i];
+        double number = 0;
+        if (!parse_number(value, number)) {
+            std::cerr << "stampede-demo: " << arg << " expects a positive number, got '" << value
+                      << "'\n";
+            return 2;
+        }
+        if (arg == "--callers") {
+            o.callers = static_cast<int>(number);
+        } else if (arg == "--token-lifetime") {
+            o.token_lifetime_s = number;
+        } else if (arg == "--duration") {
+            o.duration_s = number;
+        } else if (arg == "--threads") {
+            o.threads = static_cast<unsigned>(number);
+        } else if (arg == "--api-requests") {
+            o.api_requests = static_cast<int>(number);
+        } else {
+            std::cerr << "stampede-demo: unknown option " << arg << "; see --help\n";
+            return 2;
+        }
+    }
+    return 0;
+}
+
+std::string format_ns(std::uint64_t ns)
+{
+    char buffer[32];
+    if (ns < 10'000) {
+        std::snprintf(buffer, sizeof buffer, "%llu ns", static_cast<unsigned long long>(ns));
+    } else if (ns < 10'000'000) {
+        std::snprintf(buffer, sizeof buffer, "%.1f us", static_cast<double>(ns) / 1e3);
+    } else {
+        std::snprintf(buffer, sizeof buffer, "%.1f ms", static_cast<double>(ns) / 1e6);
+    }
+    return buffer;
+}
+
+boost::json::object latency_json(const latency_histogram& h)
+{
+    return {{"calls", h.count()},
+            {"p50_ns", h.quantile_ns(0.50)},
+            {"p99_ns", h.quantile_ns(0.99)},
+            {"p999_ns", h.quantile_ns(0.999)},
+            {"max_ns", h.max_ns()}};
+}
+
+struct demo_results {
+    std::atomic<int> callers_served{0};
+    std::atomic<int> errors{0};
+    latency_histogram cold_start;
+    latency_histogram under_load;
+    std::atomic<int> api_ok{0};
+};
+
+// One caller: a cold-start call, then calls every 50 ms until `load_until`.
+asio::awaitable<void> caller(stampede::token_source& auth, demo_results& results,
+                             steady_clock::time_point load_until)
+{
+    auto start = steady_clock::now();
+    try {
+        auto token = co_await auth.token();
+        results.cold_start.record(steady_clock::now() - start);
+        if (token.value().empty()) {
+            ++results.errors;
+        }
+        ++results.callers_served;
+    } catch (const std::exception&) {
+        ++results.errors;
+        co_return;
+    }
+
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (steady_clock::now() < load_until) {
+        timer.expires_after(50ms);
+        co_await timer.async_wait(asio::use_awaitable);
+        start = steady_clock::now();
+        try {
+            auto token = co_await auth.token();
+            results.under_load.record(steady_clock::now() - start);
+            (void)token;
+        } catch (const std::exception&) {
+            ++results.errors;
+        }
+    }
+}
+
+// Revokes the token at the server, then sends API requests that must recover from 401.
+asio::awaitable<void> revoke_and_call_api(stampede::emulator::server& server,
+                                          stampede::api_client& api, demo_results& results,
+                                          int requests, std::atomic<int>& finished)
+{
+    server.revoke_all();
+    for (int i = 0; i < requests; ++i) {
+        asio::co_spawn(co_await asio::this_coro::executor,
+                       [&]() -> asio::awaitable<void> {
+                           auto [ec, response] = co_await api.async_get(
+                               "/v1/guests?limit=1", asio::as_tuple(asio::use_awaitable));
+                           if (!ec && response.status == 200) {
+                               ++results.api_ok;
+                           } else {
+                               ++results.errors;
+                           }
+                           ++finished;
+                       },
+                       asio::detached);
+    }
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    demo_options opts;
+    if (int rc = parse_options(argc, argv, opts); rc != 0) {
+        return rc < 0 ? 0 : rc;
+    }
+
+    // The emulator, as the Stampede documentation describes the service: 20 token
+    // requests a minute and about 100 API requests per 15 minutes.
+    const auto work_dir = std::filesystem::temp_directory_path() /
+                          ("stampede-demo-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(work_dir);
+    stampede::emulator::options emulator_options;
+    emulator_options.token_lifetime =
+        std::chrono::milliseconds(static_cast<long long>(opts.token_lifetime_s * 1000));
+    emulator_options.cert_out = (work_dir / "emulator.pem").string();
+    emulator_options.log_requests = false;
+    stampede::emulator::server server(emulator_options);
+    server.start();
+    if (!opts.json) {
+        std::cout << "emulator: " << server.token_url() << " (TLS, certificate "
+                  << emulator_options.cert_out << ")\n";
+    }
+
+    asio::io_context ctx;
+    stampede::token_source_settings settings;
+    settings.client_id = "demo-client";
+    settings.client_secret = stampede::secret_string("demo-secret");
+    settings.token_url = server.token_url();
+    settings.transport.ca_file = emulator_options.cert_out;
+    stampede::token_source auth(ctx, settings);
+
+    stampede::api_client_settings api_settings;
+    api_settings.base_url = server.base_url();
+    api_settings.transport.ca_file = emulator_options.cert_out;
+    stampede::api_client api(auth, api_settings);
+
+    demo_results results;
+    const auto started = steady_clock::now();
+    const auto load_until =
+        started + std::chrono::milliseconds(static_cast<long long>(opts.duration_s * 1000));
+    for (int i = 0; i < opts.callers; ++i) {
+        asio::co_spawn(ctx, caller(auth, results, load_until), asio::detached);
+    }
+
+    // Halfway through the load, revoke the token and call the API.
+    std::atomic<int> api_finished{0};
+    asio::steady_timer revoke_timer(ctx, started + (load_until - started) / 2);
+    revoke_timer.async_wait([&](boost::system::error_code) {
+        asio::co_spawn(ctx, revoke_and_call_api(server, api, results, opts.api_requests, api_finished),
+                       asio::detached);
+    });
+
+    std::vector<std::thread> threads;
+    auto work = asio::make_work_guard(ctx);
+    for (unsigned i = 0; i < opts.threads; ++i) {
+        threads.emplace_back([&] { ctx.run(); });
+    }
+
+    // Wait for the load to end and for the API requests, then stop.
+    while (steady_clock::now() < load_until + 1s || api_finished.load() < opts.api_requests) {
+        std::this_thread::sleep_for(50ms);
+        if (steady_clock::now() > load_until + 120s) {
+            break;
+        }
+    }
+    const auto source_stats = auth.stats();
+    const auto api_stats = api.stats();
+    auth.shutdown();
+    work.reset();
+    ctx.stop();
+    for (auto& t : threads) {
+        t.join();
+    }
+    const auto emulator_stats = server.get_stats();
+    server.stop();
+    std::filesystem::remove_all(work_dir);
+
+    const bool all_served = results.callers_served.load() == opts.callers;
+    if (opts.json) {
+        boost::json::object out{
+            {"callers", opts.callers},
+            {"callers_served", results.callers_served.load()},
+            {"token_requests", emulator_stats.token_requests},
+            {"tokens_issued", emulator_stats.tokens_issued},
+            {"rate_limited", emulator_stats.rate_limited},
+            {"refreshes_ahead", source_stats.refreshes_ahead},
+            {"connections", emulator_stats.connections_accepted},
+            {"token_connections", source_stats.connections_opened},
+            {"api_requests", emulator_stats.api_requests},
+            {"unauthorized_recoveries", api_stats.token_retries},
+            {"errors", results.errors.load()},
+            {"cold_start", latency_json(results.cold_start)},
+            {"under_load", latency_json(results.under_load)},
+        };
+        std::cout << boost::json::serialize(out) << '\n';
+    } else {
+        std::cout << "callers served:          " << results.callers_served.load() << " of "
+                  << opts.callers << " (" << opts.threads << " threads)\n"
+                  << "token requests (server): " << emulator_stats.token_requests << " ("
+                  << source_stats.refreshes_ahead << " refreshes ahead, "
+                  << emulator_stats.rate_limited << " rate limited)\n"
+                  << "connections opened:      " << emulator_stats.connections_accepted
+                  << " (token endpoint: " << source_stats.connections_opened << ")\n"
+                  << "token() cold start:      p50 " << format_ns(results.cold_start.quantile_ns(0.5))
+                  << ", p99 " << format_ns(results.cold_start.quantile_ns(0.99)) << ", max "
+                  << format_ns(results.cold_start.max_ns()) << '\n'
+                  << "token() under load:      " << results.under_load.count() << " calls, p50 "
+                  << format_ns(results.under_load.quantile_ns(0.5)) << ", p99 "
+                  << format_ns(results.under_load.quantile_ns(0.99)) << ", p99.9 "
+                  << format_ns(results.under_load.quantile_ns(0.999)) << ", max "
+                  << format_ns(results.under_load.max_ns()) << '\n'
+                  << "API requests (server):   " << emulator_stats.api_requests << " ("
+                  << api_stats.token_retries << " recovered from 401 with a fresh token)\n"
+                  << "errors:                  " << results.errors.load() << '\n';
+    }
+    return all_served && results.errors.load() == 0 ? 0 : 1;
+}
