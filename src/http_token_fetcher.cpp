@@ -32,7 +32,10 @@ public:
         http_request request = make_token_request(url_, settings_);
         http_response response;
         out.sent_at = std::chrono::steady_clock::now();
-        error_code ec = co_await connection_.async_send(request, response, true, diag);
+        // Not replayable: a resend after a failed reused connection would skip the rate
+        // limiter, and the server may have counted the first attempt. The connection
+        // still reconnects before sending when it sees the server closed it while idle.
+        error_code ec = co_await connection_.async_send(request, response, false, diag);
         if (ec) {
             co_return ec;
         }

@@ -562,7 +562,9 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
                                             diag.retry_after());
             if (!delay && refreshing) {
                 // The old token is still good, so keep trying at the slowest pace.
-                delay = std::max(settings.backoff.max_delay, diag.retry_after().value_or(milliseconds{0}));
+                delay = std::max(settings.backoff.max_delay,
+                                 std::min(diag.retry_after().value_or(milliseconds{0}),
+                                          settings.backoff.max_retry_after));
             }
             if (!delay) {
                 log(log_level::error, [&] {
@@ -582,8 +584,10 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
                        "), retrying in " + format_ms(*delay);
             });
             retry_timer.expires_after(*delay);
-            auto [wait_ec] = co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (wait_ec || stopping.load(std::memory_order_relaxed)) {
+            // The wait ends early when the token goes stale (on_stale cancels the timer),
+            // so callers who now wait do not sit out a delay meant for a refresh.
+            co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (stopping.load(std::memory_order_relaxed)) {
                 co_return;
             }
         }
@@ -722,6 +726,7 @@ void token_source_impl::state::on_stale(const token_snapshot* token)
         current.reset();
         bump_generation();
     }
+    retry_timer.cancel();
     log(log_level::warning, [] {
         return std::string("token reached its expiry margin before a refresh succeeded; callers now wait");
     });
