@@ -26,7 +26,7 @@ inline constexpr std::string_view default_token_url = "https://global.stampede.a
 /// The base URL of Stampede's API.
 inline constexpr std::string_view default_api_url = "https://global.stampede.ai/";
 
-/// How requests reach a server: TLS trust, timeouts and size limits.
+/// Transport settings: TLS trust, timeouts and size limits.
 struct transport_settings {
     /// PEM file of certificate authorities to trust instead of the system store.
     std::string ca_file;
@@ -137,7 +137,7 @@ struct token_source_settings {
     /// Lifetime assumed when a token response has no `expires_in`.
     milliseconds default_lifetime{std::chrono::hours(1)};
 
-    /// Longest lifetime believed; a larger `expires_in` is cut to this.
+    /// Maximum token lifetime; a larger `expires_in` is cut to this.
     milliseconds max_lifetime{std::chrono::hours(24 * 7)};
 
     /// Limits the requests sent to the token endpoint, retries included. The default

@@ -1,7 +1,7 @@
 #ifndef STAMPEDE_TEST_FAKE_FETCHER_HPP
 #define STAMPEDE_TEST_FAKE_FETCHER_HPP
 
-// A token_fetcher that answers from a script, for token_source tests that need no server.
+// A token_fetcher that returns scripted results, for token_source tests that need no server.
 
 #include <stampede/detail/token_fetcher.hpp>
 #include <stampede/error.hpp>
@@ -21,7 +21,7 @@
 
 namespace stampede::test {
 
-/// One scripted answer: a token with a lifetime, or an error.
+/// One scripted result: a token with a lifetime, or an error.
 struct fake_answer {
     boost::system::error_code ec{};
     std::chrono::milliseconds expires_in{std::chrono::hours(1)};
