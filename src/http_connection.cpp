@@ -18,6 +18,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
@@ -237,6 +238,7 @@ struct http_connection::impl {
     bool peer_closed();
     void prepare(http_request& request) const;
     void close_stream();
+    void wipe_spare_buffer();
     void close();
 
     phase_budget budget(milliseconds phase_timeout) const;
@@ -669,10 +671,25 @@ http_connection::impl::exchange(http_request& request, http_response& response, 
     }
     tcp_layer().expires_never();
 
+    // Status codes below 100 do not exist, and 101 (Switching Protocols) was not asked for,
+    // so neither is a final answer to this request. Without this check a status of 0 would
+    // become an error code of value 0, which reads as success.
+    if (const unsigned status = parser->get().result_int(); status < 100 || status == 101) {
+        close_stream();
+        result.ec = set_client_message(diag,
+                                       "the server at " + origin.authority() +
+                                           " answered with the invalid HTTP status " +
+                                           std::to_string(status) +
+                                           "; check that the URL points to an HTTP server",
+                                       http::error::bad_status);
+        co_return result;
+    }
+
     // The connection cannot carry another request after a response that ended at end of
     // file, carried `Connection: close` (or was HTTP/1.0) or was followed by stray bytes.
     const bool keep_alive = parser->keep_alive() && buffer.size() == 0;
     response = parser->release();
+    wipe_spare_buffer();
     if (!keep_alive) {
         debug([&] {
             return "closing the connection to " + origin.authority() +
@@ -737,6 +754,15 @@ asio::awaitable<error_code> http_connection::impl::send(http_request& request,
 //
 // Closing
 //
+
+// Overwrites the read buffer's unused storage, which still holds the raw bytes of the last
+// response (a token, or an API body) after the parser consumed them.
+void http_connection::impl::wipe_spare_buffer() {
+    if (buffer.size() == 0 && buffer.capacity() > 0) {
+        const auto storage = buffer.prepare(buffer.capacity());
+        OPENSSL_cleanse(storage.data(), storage.size());
+    }
+}
 
 void http_connection::impl::close_stream() {
     if (secure) {

@@ -4,7 +4,10 @@
 #include <stampede/detail/token_wire.hpp>
 #include <stampede/detail/url.hpp>
 
+#include <openssl/crypto.h>
+
 #include <deque>
+#include <string>
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -36,6 +39,7 @@ public:
         // limiter, and the server may have counted the first attempt. The connection
         // still reconnects before sending when it sees the server closed it while idle.
         error_code ec = co_await connection_.async_send(request, response, false, diag);
+        wipe(request.body());
         if (ec) {
             co_return ec;
         }
@@ -43,6 +47,7 @@ public:
         token_response parsed;
         ec = parse_token_response(response, redactor_, std::chrono::system_clock::now(), parsed,
                                   diag);
+        wipe(response.body());
         if (ec) {
             co_return ec;
         }
@@ -63,6 +68,9 @@ public:
     }
 
 private:
+    // The request body holds the client secret, and a successful response body the token.
+    static void wipe(std::string& text) noexcept { OPENSSL_cleanse(text.data(), text.size()); }
+
     void remember_token(const secret_string& token)
     {
         tokens_.push_back(token);

@@ -655,55 +655,197 @@ std::string redactor::redact(std::string_view text) const {
     return out;
 }
 
-std::string sanitize_server_text(std::string_view text, const redactor& secrets,
-                                 std::size_t max_chars) {
-    const std::string redacted = secrets.redact(text);
+std::size_t redactor::max_encoded_size() const noexcept {
+    std::size_t longest = 0;
+    for (const auto& pattern : patterns_) {
+        longest = std::max(longest, pattern.reveal().size());
+    }
+    // A JSON escape of one byte (backslash, u and four hex digits) takes six bytes, the most
+    // of any form that `redact` recognises.
+    return longest * 6;
+}
 
-    // Replace unsafe characters and invalid UTF-8, and fold each run of white space into
-    // one space, so the text stays on one line and reads the same everywhere.
+namespace {
+
+// Replaces unsafe characters with spaces and invalid UTF-8 bytes with U+FFFD, and folds
+// each run of white space into one space, so the text stays on one line.
+std::string fold_to_one_line(std::string_view text) {
     std::string clean;
-    clean.reserve(redacted.size());
-    std::size_t chars = 0;
+    clean.reserve(text.size());
     bool pending_space = false;
-    bool cut = false;
     std::size_t pos = 0;
-    while (pos < redacted.size()) {
+    while (pos < text.size()) {
         std::uint32_t code_point = 0;
-        std::size_t length = utf8_sequence(redacted, pos, code_point);
-        std::string_view piece;
+        std::size_t length = utf8_sequence(text, pos, code_point);
         if (length == 0) {
-            piece = "\xef\xbf\xbd"; // U+FFFD REPLACEMENT CHARACTER
-            length = 1;
-        } else if (is_unsafe(code_point) || code_point == ' ') {
-            pending_space = true;
-            pos += length;
+            if (pending_space && !clean.empty()) {
+                clean += ' ';
+            }
+            pending_space = false;
+            clean += "\xef\xbf\xbd"; // U+FFFD REPLACEMENT CHARACTER
+            ++pos;
             continue;
+        }
+        if (is_unsafe(code_point) || code_point == ' ') {
+            pending_space = true;
         } else {
-            piece = std::string_view(redacted).substr(pos, length);
+            if (pending_space && !clean.empty()) {
+                clean += ' ';
+            }
+            pending_space = false;
+            clean.append(text.substr(pos, length));
         }
         pos += length;
-
-        if (pending_space && !clean.empty()) {
-            if (chars == max_chars) {
-                cut = true;
-                break;
-            }
-            clean += ' ';
-            ++chars;
-        }
-        pending_space = false;
-
-        if (chars == max_chars) {
-            cut = true;
-            break;
-        }
-        clean += piece;
-        ++chars;
-    }
-    if (cut) {
-        clean += "...";
     }
     return clean;
+}
+
+bool is_token_char(char c) noexcept {
+    const auto byte = static_cast<unsigned char>(c);
+    return std::isalnum(byte) != 0 || c == '-' || c == '_' || c == '.' || c == '~' || c == '+' ||
+           c == '/' || c == '=';
+}
+
+// Keys whose value is a credential, as in `access_token=...` or `"client_secret": "..."`.
+// Compared in lower case.
+constexpr std::string_view credential_keys[] = {
+    "access_token", "refresh_token", "id_token", "client_secret", "password",
+};
+
+bool is_credential_key(std::string_view word) {
+    std::string lower(word);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return std::find(std::begin(credential_keys), std::end(credential_keys), lower) !=
+           std::end(credential_keys);
+}
+
+bool is_bearer(std::string_view word) noexcept {
+    return word.size() == 6 && iequals(word, "bearer");
+}
+
+// Returns whether `word` has the shape of a random credential: 24 or more token characters
+// mixing upper case, lower case and digits. Words, numbers, hex ids and UUIDs do not.
+bool looks_random(std::string_view word) noexcept {
+    if (word.size() < 24) {
+        return false;
+    }
+    bool upper = false;
+    bool lower = false;
+    bool digit = false;
+    for (char c : word) {
+        const auto byte = static_cast<unsigned char>(c);
+        upper = upper || std::isupper(byte) != 0;
+        lower = lower || std::islower(byte) != 0;
+        digit = digit || std::isdigit(byte) != 0;
+    }
+    return upper && lower && digit;
+}
+
+// Masks credentials that match no redactor pattern, such as a token issued to someone else
+// that a hostile or careless server echoes: the value after a credential key and `:` or
+// `=`, a word of 16 or more characters after `Bearer`, and every word that looks random.
+std::string mask_unknown_credentials(std::string_view text) {
+    enum class expect { nothing, separator, value, bearer_value };
+    std::string out;
+    out.reserve(text.size());
+    expect state = expect::nothing;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        if (!is_token_char(text[pos])) {
+            const char c = text[pos];
+            if (c == ':' && state == expect::separator) {
+                state = expect::value;
+            } else if (c != '"' && c != '\'' && c != ' ' && c != '\\') {
+                state = expect::nothing;
+            }
+            out += c;
+            ++pos;
+            continue;
+        }
+        std::size_t end = pos;
+        while (end < text.size() && is_token_char(text[end])) {
+            ++end;
+        }
+        std::string_view word = text.substr(pos, end - pos);
+        pos = end;
+
+        if (state == expect::value || (state == expect::bearer_value && word.size() >= 16) ||
+            looks_random(word)) {
+            out += redacted_text;
+            state = expect::nothing;
+            continue;
+        }
+        if (word == "=" && state == expect::separator) {
+            out += word;
+            state = expect::value;
+            continue;
+        }
+        // `access_token=abc` is a single word of token characters.
+        if (const auto equals = word.find('='); equals != std::string_view::npos && equals > 0 &&
+                                                is_credential_key(word.substr(0, equals))) {
+            out.append(word.substr(0, equals + 1));
+            if (equals + 1 < word.size()) {
+                out += redacted_text;
+                state = expect::nothing;
+            } else {
+                state = expect::value;
+            }
+            continue;
+        }
+        out.append(word);
+        if (is_bearer(word)) {
+            state = expect::bearer_value;
+        } else if (is_credential_key(word)) {
+            state = expect::separator;
+        } else {
+            state = expect::nothing;
+        }
+    }
+    return out;
+}
+
+// Cuts valid UTF-8 `text` to `max_chars` code points, adding `...` when anything is cut.
+std::string cut_to_chars(std::string text, std::size_t max_chars, bool more_follows) {
+    std::size_t chars = 0;
+    std::size_t pos = 0;
+    while (pos < text.size() && chars < max_chars) {
+        std::uint32_t code_point = 0;
+        pos += std::max<std::size_t>(utf8_sequence(text, pos, code_point), 1);
+        ++chars;
+    }
+    if (pos < text.size()) {
+        text.resize(pos);
+        more_follows = true;
+    }
+    if (more_follows) {
+        // Do not leave a space before the ellipsis.
+        if (!text.empty() && text.back() == ' ') {
+            text.pop_back();
+        }
+        text += "...";
+    }
+    return text;
+}
+
+} // namespace
+
+std::string sanitize_server_text(std::string_view text, const redactor& secrets,
+                                 std::size_t max_chars) {
+    // Only a prefix is examined, so that an 8 MiB body costs no more than a short one. The
+    // prefix contains max_chars characters of up to four bytes each, plus room for a whole
+    // secret in its longest encoded form, so a secret that starts before the cut is found.
+    std::size_t window = text.size();
+    if (max_chars < text.size() / 4) {
+        window = std::min(text.size(), max_chars * 4 + secrets.max_encoded_size());
+    }
+    const bool more_follows = window < text.size();
+
+    // Redacted before and after folding white space: a secret written with tabs or line
+    // breaks where it has spaces only matches once those are folded.
+    const std::string folded = fold_to_one_line(secrets.redact(text.substr(0, window)));
+    const std::string masked = mask_unknown_credentials(secrets.redact(folded));
+    return cut_to_chars(masked, max_chars, more_follows);
 }
 
 //
@@ -734,6 +876,12 @@ boost::system::error_code parse_token_response(const http_response& response,
                                                token_response& out, diagnostics& diag) {
     const unsigned status = response.result_int();
     diag.set_http_status(status);
+    if (status < 200) {
+        // The transport rejects these already; checked again because an error code made
+        // from status 0 would read as success.
+        return malformed(response, secrets, "with a status that is not a final response",
+                         diag);
+    }
 
     if (const auto retry_after = response.find(http::field::retry_after);
         retry_after != response.end()) {

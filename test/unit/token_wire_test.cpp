@@ -448,6 +448,15 @@ BOOST_AUTO_TEST_CASE(truncated_json_200) {
     BOOST_TEST(contains(r.diag.client_message(), "application/json"));
 }
 
+BOOST_AUTO_TEST_CASE(status_below_200_is_malformed) {
+    // An error code made from status 0 would read as success.
+    for (unsigned status : {0u, 1u, 99u, 100u, 199u}) {
+        const auto r = parse(status, "{}");
+        BOOST_TEST(r.ec == make_error_code(client_errc::malformed_response),
+                   "status " << status << " gave " << r.ec.message());
+    }
+}
+
 BOOST_AUTO_TEST_CASE(json_array_200) {
     const auto r = parse(200, R"(["tok-123"])");
     BOOST_TEST(r.ec == make_error_code(client_errc::malformed_response));
@@ -674,6 +683,62 @@ BOOST_AUTO_TEST_CASE(invalid_utf8_and_bidi_controls_replaced) {
     BOOST_TEST(stampede::detail::sanitize_server_text("a\u202eb\u2028c\xc2\x85"
                                                       "d",
                                                       none) == "a b c d");
+}
+
+BOOST_AUTO_TEST_CASE(secret_with_spaces_found_after_folding) {
+    // The server wrote tabs where the secret has spaces; folding white space turns them
+    // back into the secret, which must then be redacted.
+    redactor secrets;
+    secrets.add("sp ace secret");
+    const std::string text =
+        stampede::detail::sanitize_server_text("the secret was sp\tace\tsecret", secrets);
+    BOOST_TEST(!contains(text, "ace secret"));
+    BOOST_TEST(contains(text, "[redacted]"));
+}
+
+BOOST_AUTO_TEST_CASE(secret_straddling_the_cut_is_redacted) {
+    redactor secrets;
+    const std::string secret = "abcdefghijklmnop-secret";
+    secrets.add(secret);
+    const std::string text =
+        stampede::detail::sanitize_server_text(std::string(190, 'x') + secret, secrets);
+    BOOST_TEST(!contains(text, "abcdefghij"));
+}
+
+BOOST_AUTO_TEST_CASE(huge_body_reads_a_bounded_prefix) {
+    redactor secrets;
+    secrets.add("some-secret-value");
+    const std::string body(8 * 1024 * 1024, 'a');
+    const std::string text = stampede::detail::sanitize_server_text(body, secrets);
+    BOOST_TEST(text.size() == 203u);
+    BOOST_TEST(text.substr(200) == "...");
+}
+
+BOOST_AUTO_TEST_CASE(unknown_credentials_masked) {
+    const redactor none;
+    struct masked_case {
+        std::string input;
+        std::string hidden;
+    };
+    const std::vector<masked_case> cases = {
+        {R"(echo {"access_token":"tok123","token_type":"Bearer"})", "tok123"},
+        {"access_token=abc123&expires_in=5", "abc123"},
+        {"refresh_token : 'xyz789'", "xyz789"},
+        {"sent Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload", "eyJhbGci"},
+        {"stolen kX9fQ2mZ7pL4wR8tY1uN6vB3 here", "kX9fQ2mZ7pL4wR8tY1uN6vB3"},
+        {"client_secret=hunter2", "hunter2"},
+    };
+    for (const auto& c : cases) {
+        const std::string text = stampede::detail::sanitize_server_text(c.input, none);
+        BOOST_TEST(!contains(text, c.hidden), c.input << " gave " << text);
+        BOOST_TEST(contains(text, "[redacted]"), c.input << " gave " << text);
+    }
+
+    // Ordinary text, numbers, hex ids and UUIDs stay readable.
+    const std::string plain = "request 3f2b9c1e-8d4a-4e7b-9c1d-2a3b4c5d6e7f failed after 30 s";
+    BOOST_TEST(stampede::detail::sanitize_server_text(plain, none) == plain);
+    BOOST_TEST(stampede::detail::sanitize_server_text("Bearer token expired", none) ==
+               "Bearer token expired");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -31,6 +31,9 @@ public:
     /// Returns `text` with every known secret replaced.
     std::string redact(std::string_view text) const;
 
+    /// Returns the most bytes one secret can take in `text` in any recognised form.
+    std::size_t max_encoded_size() const noexcept;
+
 private:
     std::vector<secret_string> patterns_;
 };
@@ -38,7 +41,8 @@ private:
 /// Returns `text` redacted and made safe to show on one line. Control characters (C0, DEL,
 /// C1), line separators and bidirectional formatting characters become spaces, and each run
 /// of white space becomes one space. Invalid UTF-8 bytes become U+FFFD. Text longer than
-/// `max_chars` code points is cut to that many, followed by `...`.
+/// `max_chars` code points is cut to that many, followed by `...`. Secrets are redacted
+/// both before and after white space is folded. Only a bounded prefix of `text` is read.
 std::string sanitize_server_text(std::string_view text, const redactor& secrets,
                                  std::size_t max_chars = 200);
 
