@@ -44,37 +44,6 @@ error_code reject_setting(diagnostics& diag, std::string message)
     return client_errc::invalid_settings;
 }
 
-error_code validate_transport(const transport_settings& t, diagnostics& diag)
-{
-    const std::pair<std::string_view, milliseconds> timeouts[] = {
-        {"transport.resolve_timeout", t.resolve_timeout},
-        {"transport.connect_timeout", t.connect_timeout},
-        {"transport.handshake_timeout", t.handshake_timeout},
-        {"transport.write_timeout", t.write_timeout},
-        {"transport.read_timeout", t.read_timeout},
-        {"transport.request_timeout", t.request_timeout},
-        {"transport.idle_timeout", t.idle_timeout},
-    };
-    for (const auto& [field, value] : timeouts) {
-        if (value.count() <= 0) {
-            return reject_setting(diag, std::string(field) + " is " +
-                                            std::to_string(value.count()) +
-                                            " ms; it must be positive");
-        }
-    }
-    const std::pair<std::string_view, std::size_t> sizes[] = {
-        {"transport.max_header_bytes", t.max_header_bytes},
-        {"transport.max_body_bytes", t.max_body_bytes},
-    };
-    for (const auto& [field, value] : sizes) {
-        if (value < 1024) {
-            return reject_setting(diag, std::string(field) + " is " + std::to_string(value) +
-                                            "; it must be at least 1024 bytes");
-        }
-    }
-    return {};
-}
-
 std::string format_ms(milliseconds duration)
 {
     return std::to_string(duration.count()) + " ms";
@@ -110,8 +79,8 @@ error_code validate(const api_client_settings& s, diagnostics& diag)
         return reject_setting(diag, "base_url has a query; give the API root without one, such "
                                     "as https://global.stampede.ai/");
     }
-    if (error_code ec = validate_transport(s.transport, diag)) {
-        return ec;
+    if (std::string message = validate(s.transport); !message.empty()) {
+        return reject_setting(diag, message);
     }
     if (std::string message = validate(s.rate_limit); !message.empty()) {
         return reject_setting(diag, "rate_limit: " + message);

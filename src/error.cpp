@@ -68,14 +68,7 @@ code_class classify_client(client_errc e) noexcept {
     case client_errc::insecure_url:
     case client_errc::unsupported_token_type:
     case client_errc::certificate_verification_failed:
-    case client_errc::unauthorized_after_refresh:
         return code_class::permanent;
-
-    // The retry budget is spent. Retrying later may work, but the SDK must not retry on
-    // its own again, so these match neither condition.
-    case client_errc::retries_exhausted:
-    case client_errc::retry_deadline_exceeded:
-        return code_class::neither;
     }
     return code_class::neither;
 }
@@ -324,12 +317,6 @@ std::string client_message(client_errc e) {
     case client_errc::certificate_verification_failed:
         return "the server certificate failed verification (untrusted issuer, expired or "
                "wrong host); check transport_settings::ca_file and ca_directory";
-    case client_errc::retries_exhausted:
-        return "retries exhausted: backoff_settings::max_attempts reached";
-    case client_errc::retry_deadline_exceeded:
-        return "retries stopped: backoff_settings::max_elapsed passed";
-    case client_errc::unauthorized_after_refresh:
-        return "the API rejected the request with 401 even after a fresh token was fetched";
     }
     return "unknown stampede.client error " + std::to_string(static_cast<int>(e));
 }

@@ -369,7 +369,7 @@ void rate_limiter_state::start(handler_type handler) {
 
     auto slot = asio::get_associated_cancellation_slot(target->handler);
     if (slot.is_connected()) {
-        slot.template emplace<cancel_handler>(shared_from_this(), target.get());
+        slot.template emplace<cancel_handler>(cancel_handler{shared_from_this(), target.get()});
     }
 
     waiter* raw = target.get();

@@ -3,8 +3,10 @@
 #include <stampede/backoff.hpp>
 #include <stampede/detail/url.hpp>
 #include <stampede/error.hpp>
+#include <stampede/rate_limiter.hpp>
 #include <stampede/token_source_stats.hpp>
 
+#include <algorithm>
 #include <ostream>
 #include <string>
 
@@ -24,16 +26,40 @@ std::string ms(std::chrono::milliseconds d)
     return std::to_string(d.count()) + " ms";
 }
 
-// Returns a message when a duration that must be positive is not.
-std::string check_positive(std::string_view field, std::chrono::milliseconds value)
+bool has_control_character(std::string_view text)
 {
-    if (value.count() > 0) {
-        return {};
-    }
-    return std::string(field) + " is " + ms(value) + "; it must be positive";
+    return std::any_of(text.begin(), text.end(), [](char c) {
+        const auto byte = static_cast<unsigned char>(c);
+        return byte < 0x20 || byte == 0x7f;
+    });
 }
 
-error_code validate_transport(const transport_settings& t, diagnostics& diag)
+// Ten years: the longest duration any setting accepts. Clock readings plus a few such
+// durations stay far from overflowing 64-bit nanoseconds.
+constexpr std::chrono::milliseconds max_duration{std::chrono::hours(24 * 3653)};
+
+std::string check_not_too_long(std::string_view field, std::chrono::milliseconds value)
+{
+    if (value <= max_duration) {
+        return {};
+    }
+    return std::string(field) + " is " + ms(value) + "; it must be at most ten years (" +
+           ms(max_duration) + ")";
+}
+
+// Returns a message when a duration that must be positive is not, or is so long that
+// adding it to a clock reading could overflow.
+std::string check_positive(std::string_view field, std::chrono::milliseconds value)
+{
+    if (value.count() <= 0) {
+        return std::string(field) + " is " + ms(value) + "; it must be positive";
+    }
+    return check_not_too_long(field, value);
+}
+
+} // namespace
+
+std::string validate(const transport_settings& t)
 {
     const std::pair<std::string_view, std::chrono::milliseconds> timeouts[] = {
         {"transport.resolve_timeout", t.resolve_timeout},
@@ -46,27 +72,35 @@ error_code validate_transport(const transport_settings& t, diagnostics& diag)
     };
     for (const auto& [field, value] : timeouts) {
         if (std::string message = check_positive(field, value); !message.empty()) {
-            return reject(diag, message);
+            return message;
         }
     }
-    if (t.max_header_bytes < 1024) {
-        return reject(diag, "transport.max_header_bytes is " + std::to_string(t.max_header_bytes) +
-                                "; it must be at least 1024 bytes");
+    const std::pair<std::string_view, std::size_t> sizes[] = {
+        {"transport.max_header_bytes", t.max_header_bytes},
+        {"transport.max_body_bytes", t.max_body_bytes},
+    };
+    for (const auto& [field, value] : sizes) {
+        if (value < 1024) {
+            return std::string(field) + " is " + std::to_string(value) +
+                   "; it must be at least 1024 bytes";
+        }
     }
-    if (t.max_body_bytes < 1024) {
-        return reject(diag, "transport.max_body_bytes is " + std::to_string(t.max_body_bytes) +
-                                "; it must be at least 1024 bytes");
+    if (has_control_character(t.user_agent)) {
+        return "transport.user_agent contains a control character such as a line break, "
+               "which would end the header; use printable characters only";
     }
     return {};
 }
-
-} // namespace
 
 error_code validate(const token_source_settings& s, diagnostics& diag)
 {
     diag.clear();
     if (s.client_id.empty()) {
         return reject(diag, "client_id is empty; set it to the API key's client id");
+    }
+    if (has_control_character(s.client_id)) {
+        return reject(diag, "client_id contains a control character such as a line break; "
+                            "check that it was copied without surrounding white space");
     }
     if (s.client_secret.empty()) {
         return reject(diag, "client_secret is empty; set it to the API key's secret");
@@ -76,8 +110,8 @@ error_code validate(const token_source_settings& s, diagnostics& diag)
     if (error_code ec = detail::parse_endpoint_url(s.token_url, "token_url", s.transport, url, diag)) {
         return ec;
     }
-    if (error_code ec = validate_transport(s.transport, diag)) {
-        return ec;
+    if (std::string message = validate(s.transport); !message.empty()) {
+        return reject(diag, message);
     }
 
     const std::pair<std::string_view, std::chrono::milliseconds> durations[] = {
@@ -94,13 +128,25 @@ error_code validate(const token_source_settings& s, diagnostics& diag)
     if (s.expiry_margin.count() < 0) {
         return reject(diag, "expiry_margin is " + ms(s.expiry_margin) + "; it must not be negative");
     }
+    if (std::string message = check_not_too_long("expiry_margin", s.expiry_margin);
+        !message.empty()) {
+        return reject(diag, message);
+    }
     if (s.permanent_error_cooldown.count() < 0) {
         return reject(diag, "permanent_error_cooldown is " + ms(s.permanent_error_cooldown) +
                                 "; it must not be negative (0 turns remembering off)");
     }
+    if (std::string message =
+            check_not_too_long("permanent_error_cooldown", s.permanent_error_cooldown);
+        !message.empty()) {
+        return reject(diag, message);
+    }
     if (s.rate_limit.capacity == 0) {
         return reject(diag, "rate_limit.capacity is 0, so no request could ever be sent; "
                             "set it to 1 or more");
+    }
+    if (std::string message = validate(s.rate_limit); !message.empty()) {
+        return reject(diag, "rate_limit: " + message);
     }
     if (std::string message = validate(s.backoff); !message.empty()) {
         return reject(diag, "backoff: " + message);

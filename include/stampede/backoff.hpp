@@ -54,9 +54,9 @@ public:
     /// `min_delay`). When `retry_after` is present, the result is the larger of that draw
     /// and `min(retry_after, max_retry_after)`.
     ///
-    /// Returns `std::nullopt` when `failed_attempts >= max_attempts` (the caller reports
-    /// `client_errc::retries_exhausted`) or when the next attempt would start after
-    /// `max_elapsed` (the caller reports `client_errc::retry_deadline_exceeded`). In the
+    /// Returns `std::nullopt` when `failed_attempts >= max_attempts` or when the next
+    /// attempt would start after `max_elapsed`; the token source then fails its waiters
+    /// with the last attempt's error and says in the diagnostics that it gave up. In the
     /// second case a jittered delay is first shortened to the time left, as long as it
     /// stays at least `min_delay` and at least the capped `retry_after`.
     std::optional<std::chrono::milliseconds>

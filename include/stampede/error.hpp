@@ -57,15 +57,6 @@ enum class client_errc {
 
     /// The server's certificate failed verification (untrusted issuer, expired, wrong host).
     certificate_verification_failed,
-
-    /// Retries stopped because `backoff_settings::max_attempts` was reached.
-    retries_exhausted,
-
-    /// Retries stopped because `backoff_settings::max_elapsed` passed.
-    retry_deadline_exceeded,
-
-    /// The API request was refused with `401` even after a fresh token was fetched.
-    unauthorized_after_refresh,
 };
 
 /// Error codes an OAuth 2.0 token endpoint returns in the `error` field (category
@@ -120,8 +111,7 @@ enum class condition {
 
     /// Retrying cannot help: wrong credentials, invalid request or scope, bad settings,
     /// certificate failures, oversized responses, 4xx statuses other than 400, 408 and
-    /// 429. Cancellation, `retries_exhausted` and `retry_deadline_exceeded` match neither
-    /// `retryable` nor `permanent`.
+    /// 429. Cancellation matches neither `retryable` nor `permanent`.
     permanent,
 
     /// Any of the per-phase timeouts, the overall request timeout, a socket `ETIMEDOUT`

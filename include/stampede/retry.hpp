@@ -62,8 +62,7 @@ enum class failure_kind {
 ///    `insecure_url`, `certificate_verification_failed`, `unsupported_token_type`, TLS
 ///    handshake failures, success and codes of unknown categories. It also includes
 ///    `header_too_large` and `body_too_large`, because the limits are local settings
-///    and an oversized response tends to repeat, and the results of a finished retry
-///    loop (`retries_exhausted`, `retry_deadline_exceeded`).
+///    and an oversized response tends to repeat.
 ///
 /// The object is immutable after construction, so one instance may be shared between
 /// threads.

@@ -72,6 +72,10 @@ struct transport_settings {
     std::string user_agent = "stampede-cpp/0.1.0";
 };
 
+/// Returns an empty string when `settings` are valid, otherwise a message that names the
+/// invalid field and the accepted range. Timeouts must be positive and at most ten years.
+std::string validate(const transport_settings& settings);
+
 /// A token bucket: `capacity` requests may go at once, then one more every
 /// `refill_interval`. Over any window of length W at most
 /// `capacity + floor(W / refill_interval)` requests pass.

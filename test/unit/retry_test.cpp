@@ -67,9 +67,6 @@ const std::vector<client_errc> all_client_errors{
     client_errc::unsupported_token_type,
     client_errc::invalid_expires_in,
     client_errc::certificate_verification_failed,
-    client_errc::retries_exhausted,
-    client_errc::retry_deadline_exceeded,
-    client_errc::unauthorized_after_refresh,
 };
 
 const std::vector<oauth_errc> all_oauth_errors{
@@ -231,9 +228,6 @@ std::vector<condition_case> condition_cases() {
         {"invalid_expires_in", client_errc::invalid_expires_in, true, false, false},
         {"certificate_verification_failed", client_errc::certificate_verification_failed, false,
          true, false},
-        {"retries_exhausted", client_errc::retries_exhausted, false, false, false},
-        {"retry_deadline_exceeded", client_errc::retry_deadline_exceeded, false, false, false},
-        {"unauthorized_after_refresh", client_errc::unauthorized_after_refresh, false, true, false},
 
         // OAuth codes under the default list.
         {"invalid_request", oauth_errc::invalid_request, false, true, false},
@@ -437,11 +431,6 @@ std::vector<classify_case> classify_cases() {
         {"body_too_large", client_errc::body_too_large, with_status(200), failure_kind::permanent},
         {"ssl certificate verify failed",
          openssl_error(ERR_LIB_SSL, SSL_R_CERTIFICATE_VERIFY_FAILED), none,
-         failure_kind::permanent},
-        {"retries_exhausted", client_errc::retries_exhausted, none, failure_kind::permanent},
-        {"retry_deadline_exceeded", client_errc::retry_deadline_exceeded, none,
-         failure_kind::permanent},
-        {"unauthorized_after_refresh", client_errc::unauthorized_after_refresh, none,
          failure_kind::permanent},
         {"success", error_code{}, none, failure_kind::permanent},
 

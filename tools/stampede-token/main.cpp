@@ -485,11 +485,6 @@ int status_for_client_error(client_errc code)
     case client_errc::unsupported_token_type:
     case client_errc::invalid_expires_in:
         return exit_bad_response;
-    case client_errc::unauthorized_after_refresh:
-        return exit_rejected;
-    case client_errc::retries_exhausted:
-    case client_errc::retry_deadline_exceeded:
-        break;
     }
     return exit_other_failure;
 }
