@@ -149,6 +149,11 @@ void ensure_thread_registered()
     (void)registration;
 }
 
+std::string count_attempts(unsigned attempts)
+{
+    return std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
+}
+
 // Appends a sentence to a diagnostics message, ending the previous one first.
 void append_sentence(diagnostics& diag, const std::string& sentence)
 {
@@ -163,6 +168,72 @@ void append_sentence(diagnostics& diag, const std::string& sentence)
     diag.set_client_message(std::move(message));
 }
 
+} // namespace
+
+// Waiters completed together. Each handler is dispatched to its own executor, so it runs
+// at once when that is the executor running the batch and is posted otherwise.
+class waiter_batch {
+public:
+    waiter_batch(asio::any_io_executor ex, token_waiter_base* list, error_code ec,
+                 std::shared_ptr<const diagnostics> diag,
+                 boost::intrusive_ptr<const token_snapshot> token) noexcept
+        : executor_(std::move(ex))
+        , list_(list)
+        , ec_(ec)
+        , diag_(std::move(diag))
+        , token_(std::move(token))
+    {
+    }
+
+    waiter_batch(waiter_batch&& other) noexcept
+        : executor_(other.executor_)
+        , list_(std::exchange(other.list_, nullptr))
+        , ec_(other.ec_)
+        , diag_(std::move(other.diag_))
+        , token_(std::move(other.token_))
+    {
+    }
+
+    waiter_batch& operator=(waiter_batch&&) = delete;
+
+    // A batch destroyed before it ran (its executor's context was destroyed) destroys its
+    // waiters, as Asio destroys queued handlers.
+    ~waiter_batch()
+    {
+        while (list_ != nullptr) {
+            token_waiter_base* next = list_->next_;
+            list_->destroy();
+            list_ = next;
+        }
+    }
+
+    void operator()()
+    {
+        while (list_ != nullptr) {
+            token_waiter_base* waiter = list_;
+            list_ = waiter->next_;
+            try {
+                waiter->complete_in_batch(ec_, diag_, token_);
+            } catch (...) {
+                // A handler that ran inline threw. The rest still complete, in a new batch.
+                if (list_ != nullptr) {
+                    asio::post(executor_, std::move(*this));
+                }
+                throw;
+            }
+        }
+    }
+
+private:
+    asio::any_io_executor executor_;
+    token_waiter_base* list_;
+    error_code ec_;
+    std::shared_ptr<const diagnostics> diag_;
+    boost::intrusive_ptr<const token_snapshot> token_;
+};
+
+namespace {
+
 // A failure that retrying cannot fix, returned to new callers until `until`.
 struct remembered_failure {
     error_code ec;
@@ -173,12 +244,12 @@ struct remembered_failure {
 } // namespace
 
 struct token_source_impl::state {
-    state(token_source_impl& owner, asio::any_io_executor ex, token_source_settings s,
-          std::unique_ptr<token_fetcher> f)
+    state(token_source_impl& owner, asio::any_io_executor ex, asio::any_io_executor fetch_strand,
+          token_source_settings s, std::unique_ptr<token_fetcher> f)
         : impl(owner)
         , settings(std::move(s))
         , executor(std::move(ex))
-        , strand(asio::make_strand(executor))
+        , strand(std::move(fetch_strand))
         , fetcher(std::move(f))
         , limiter(strand, settings.rate_limit, settings.logger)
         , backoff(settings.backoff)
@@ -192,7 +263,9 @@ struct token_source_impl::state {
     token_source_impl& impl;
     const token_source_settings settings;
     const asio::any_io_executor executor;
-    const asio::strand<asio::any_io_executor> strand;
+    // A strand of `executor`, shared with the fetcher, so that every handler of the fetch
+    // (resolver, timers, sockets) is serialised with the fetch loop.
+    const asio::any_io_executor strand;
 
     // Used only on the strand.
     std::unique_ptr<token_fetcher> fetcher;
@@ -262,16 +335,16 @@ struct token_source_impl::state {
         return list;
     }
 
-    // Completes every waiter of a detached list, outside the lock.
-    static void complete_all(token_waiter_base* list, error_code ec,
-                             const std::shared_ptr<const diagnostics>& diag,
-                             const boost::intrusive_ptr<const token_snapshot>& token)
+    // Completes every waiter of a detached list, outside the lock, from one function
+    // posted to the source's executor. One post for the whole list keeps a cold start
+    // with thousands of waiters from taking the scheduler's lock once per waiter.
+    void complete_all(token_waiter_base* list, error_code ec,
+                      std::shared_ptr<const diagnostics> diag,
+                      boost::intrusive_ptr<const token_snapshot> token) const
     {
-        while (list != nullptr) {
-            token_waiter_base* next = list->next_;
-            list->prev_ = list->next_ = nullptr;
-            list->complete(ec, diag, token);
-            list = next;
+        if (list != nullptr) {
+            asio::post(executor,
+                       waiter_batch(executor, list, ec, std::move(diag), std::move(token)));
         }
     }
 
@@ -303,10 +376,11 @@ struct token_source_impl::state {
     }
 };
 
-token_source_impl::token_source_impl(asio::any_io_executor ex, token_source_settings settings,
+token_source_impl::token_source_impl(asio::any_io_executor ex, asio::any_io_executor strand,
+                                     token_source_settings settings,
                                      std::unique_ptr<token_fetcher> fetcher)
     : id_(next_source_id.fetch_add(1, std::memory_order_relaxed))
-    , state_(std::make_unique<state>(*this, std::move(ex), std::move(settings),
+    , state_(std::make_unique<state>(*this, std::move(ex), std::move(strand), std::move(settings),
                                      std::move(fetcher)))
 {
     cache_registry::instance().add_source(id_, &state_->retired_hits);
@@ -327,8 +401,7 @@ const asio::any_io_executor& token_source_impl::get_executor() const noexcept
     return state_->executor;
 }
 
-const token_snapshot* token_source_impl::peek_slow(tls_slot& slot,
-                                                   std::uint64_t /*generation*/) noexcept
+const token_snapshot* token_source_impl::refresh_slot(tls_slot& slot) noexcept
 {
     boost::intrusive_ptr<const token_snapshot> current;
     std::uint64_t generation = 0;
@@ -336,6 +409,14 @@ const token_snapshot* token_source_impl::peek_slow(tls_slot& slot,
         std::lock_guard lock(state_->mutex);
         current = state_->current;
         generation = generation_.load(std::memory_order_relaxed);
+    }
+
+    // The stale timer normally drops a token before it expires. When the executor was too
+    // busy to run that timer in time, the token is dropped here, on the slow path, and the
+    // next `start_wait` fetches a new one.
+    if (current && steady_clock::now() >= current->expires_at) {
+        current.reset();
+        generation = 0;
     }
 
     ensure_thread_registered();
@@ -348,8 +429,12 @@ const token_snapshot* token_source_impl::peek_slow(tls_slot& slot,
         slot.snapshot.store(current.detach(), std::memory_order_relaxed);
     }
     slot.generation = generation;
+    return slot.snapshot.load(std::memory_order_relaxed);
+}
 
-    const token_snapshot* snapshot = slot.snapshot.load(std::memory_order_relaxed);
+const token_snapshot* token_source_impl::peek_slow(tls_slot& slot) noexcept
+{
+    const token_snapshot* snapshot = refresh_slot(slot);
     if (snapshot != nullptr) {
         slot.hits.fetch_add(1, std::memory_order_relaxed);
     }
@@ -360,7 +445,11 @@ tls_slot& token_source_impl::hold_in_current_thread(
     boost::intrusive_ptr<const token_snapshot> token)
 {
     tls_slot& slot = current_thread_slot();
-    if (peek() == token.get()) {
+    const std::uint64_t generation = generation_.load(std::memory_order_acquire);
+    const bool fresh = slot.owner.load(std::memory_order_relaxed) == id_ &&
+                       slot.generation == generation;
+    if ((fresh ? slot.snapshot.load(std::memory_order_relaxed) : refresh_slot(slot)) ==
+        token.get()) {
         return slot;
     }
 
@@ -387,6 +476,11 @@ void token_source_impl::start_wait(token_waiter_base& waiter)
     bool start_fetch = false;
     {
         std::lock_guard lock(s.mutex);
+        if (s.current && steady_clock::now() >= s.current->expires_at) {
+            // Expired before the stale timer could run; see `refresh_slot`.
+            s.current.reset();
+            s.bump_generation();
+        }
         if (s.shut_down) {
             shut_down = true;
         } else if (s.current) {
@@ -464,7 +558,7 @@ void token_source_impl::shutdown()
         s.bump_generation();
         waiters = s.take_all();
     }
-    state::complete_all(waiters, asio::error::operation_aborted, nullptr, nullptr);
+    s.complete_all(waiters, asio::error::operation_aborted, nullptr, nullptr);
 
     // Timers, the limiter and the connection belong to the strand.
     asio::dispatch(s.strand, [self = shared_from_this()] {
@@ -568,11 +662,11 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
             }
             if (!delay) {
                 log(log_level::error, [&] {
-                    return "token request failed after " + std::to_string(attempts) +
-                           " attempts, giving up: " + ec.message();
+                    return "token request failed after " + count_attempts(attempts) +
+                           ", giving up: " + ec.message();
                 });
-                append_sentence(diag, "Gave up after " + std::to_string(attempts) +
-                                          " attempts; the next call starts a new fetch.");
+                append_sentence(diag, "Gave up after " + count_attempts(attempts) +
+                                          "; the next call starts a new fetch.");
                 fail_waiters(ec, std::move(diag), false);
                 co_return;
             }
@@ -765,21 +859,23 @@ void validate_or_throw(const token_source_settings& settings)
 token_source::token_source(const executor_type& ex, token_source_settings settings)
 {
     validate_or_throw(settings);
-    auto fetcher = detail::make_http_token_fetcher(ex, settings);
-    init(ex, std::move(settings), std::move(fetcher));
+    executor_type strand = asio::make_strand(ex);
+    auto fetcher = detail::make_http_token_fetcher(strand, settings);
+    init(ex, strand, std::move(settings), std::move(fetcher));
 }
 
 token_source::token_source(const executor_type& ex, token_source_settings settings,
                            std::unique_ptr<detail::token_fetcher> fetcher)
 {
     validate_or_throw(settings);
-    init(ex, std::move(settings), std::move(fetcher));
+    init(ex, asio::make_strand(ex), std::move(settings), std::move(fetcher));
 }
 
-void token_source::init(const executor_type& ex, token_source_settings settings,
+void token_source::init(const executor_type& ex, const executor_type& strand,
+                        token_source_settings settings,
                         std::unique_ptr<detail::token_fetcher> fetcher)
 {
-    auto impl = std::make_shared<detail::token_source_impl>(ex, std::move(settings),
+    auto impl = std::make_shared<detail::token_source_impl>(ex, strand, std::move(settings),
                                                             std::move(fetcher));
     impl_ = impl.get();
     owner_ = std::make_shared<detail::token_source_owner>(std::move(impl));
@@ -790,16 +886,11 @@ std::shared_ptr<detail::token_source_impl> token_source::impl_shared() const
     return owner_->impl;
 }
 
-asio::awaitable<access_token_view> token_source::wait_for_token()
+access_token_view token_source::hold(boost::intrusive_ptr<const detail::token_snapshot> token)
 {
-    diagnostics diag;
-    auto [ec, token] = co_await async_token(diag, asio::as_tuple(asio::use_awaitable));
-    if (ec) {
-        throw error_with_diagnostics(ec, std::move(diag));
-    }
-    detail::tls_slot& slot = impl_->hold_in_current_thread(
-        boost::intrusive_ptr<const detail::token_snapshot>(token.snapshot()));
-    co_return access_token_view(*token.snapshot(), slot);
+    const detail::token_snapshot& snapshot = *token;
+    detail::tls_slot& slot = impl_->hold_in_current_thread(std::move(token));
+    return access_token_view(snapshot, slot);
 }
 
 } // namespace stampede

@@ -4,6 +4,7 @@
 #include <stampede/access_token.hpp>
 #include <stampede/detail/token_source_impl.hpp>
 #include <stampede/diagnostics.hpp>
+#include <stampede/error.hpp>
 #include <stampede/settings.hpp>
 #include <stampede/token_source_stats.hpp>
 
@@ -14,12 +15,15 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <memory>
 #include <optional>
+#include <tuple>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -68,15 +72,28 @@ public:
     ///
     /// With a cached token this completes without suspending, at about the cost of a
     /// bare `co_await`. The view follows `access_token_view`'s lifetime rule: use it
-    /// before the next `co_await`, or keep `to_owned()`.
+    /// before the next `co_await`, or keep `to_owned()`. Where the result is not used
+    /// right after the `co_await` that produced it, as with `awaitable_operators`
+    /// (`co_await (auth.token() || timer.async_wait(...))`), use
+    /// `async_token(boost::asio::use_awaitable)`, which returns an owning `access_token`.
     /// Throws `error_with_diagnostics` on failure; `operation_aborted` after `shutdown()`.
     /// Cancellation: as `async_token()`.
+    ///
+    /// NOTE: the cached token is dropped by a timer at its expiry margin, so the hot path
+    /// reads no clock. An executor blocked for longer than `expiry_margin` can delay that
+    /// timer; the slow paths check the expiry themselves.
     boost::asio::awaitable<access_token_view> token()
     {
         if (const detail::token_snapshot* snapshot = impl_->peek()) [[likely]] {
             co_return access_token_view(*snapshot, impl_->current_thread_slot());
         }
-        co_return co_await wait_for_token();
+        // Waits in this frame, for a completion that carries the shared diagnostics and
+        // snapshot as they are, so a waiting caller costs one frame and one waiter object.
+        auto [ec, diag, snapshot] = co_await wait_for_snapshot();
+        if (ec) {
+            throw error_with_diagnostics(ec, diag ? *diag : diagnostics{});
+        }
+        co_return hold(std::move(snapshot));
     }
 
     /// Returns the cached token if a usable one is held, without waiting and without
@@ -111,7 +128,7 @@ public:
     {
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, access_token)>(
-            initiation{impl_shared()}, token, static_cast<diagnostics*>(nullptr));
+            initiation<false>{impl_shared()}, token, static_cast<diagnostics*>(nullptr));
     }
 
     /// As `async_token(token)`, and on completion also stores the failure's details (or
@@ -121,7 +138,7 @@ public:
     {
         return boost::asio::async_initiate<CompletionToken,
                                            void(boost::system::error_code, access_token)>(
-            initiation{impl_shared()}, token, &diag);
+            initiation<false>{impl_shared()}, token, &diag);
     }
 
     /// Drops the cached token if its text is `token_value`, for example after an API
@@ -148,32 +165,55 @@ public:
                  std::unique_ptr<detail::token_fetcher> fetcher);
 
 private:
-    template <class Handler>
+    // The completion `token()` waits for: the shared diagnostics and snapshot, unconverted.
+    using snapshot_signature =
+        void(boost::system::error_code, std::shared_ptr<const diagnostics>,
+             boost::intrusive_ptr<const detail::token_snapshot>);
+
+    // `Snapshot` selects `snapshot_signature` instead of the public one.
+    template <class Handler, bool Snapshot>
     class waiter;
 
     // Creates the waiter for the handler and hands it to the shared state.
+    template <bool Snapshot>
     struct initiation {
         std::shared_ptr<detail::token_source_impl> impl;
 
         template <class Handler>
         void operator()(Handler&& handler, diagnostics* diag_out) const
         {
-            auto* w = new waiter<std::decay_t<Handler>>(std::forward<Handler>(handler), impl,
-                                                        diag_out);
+            auto* w = new waiter<std::decay_t<Handler>, Snapshot>(std::forward<Handler>(handler),
+                                                                  impl, diag_out);
             impl->start_wait(*w);
         }
     };
 
-    void init(const executor_type& ex, token_source_settings settings,
-              std::unique_ptr<detail::token_fetcher> fetcher);
-    boost::asio::awaitable<access_token_view> wait_for_token();
+    // Not a coroutine, so that no temporary lives inside `token()`'s `co_await`
+    // expression, which GCC 12 may copy bytewise into the frame.
+    using snapshot_result =
+        std::tuple<boost::system::error_code, std::shared_ptr<const diagnostics>,
+                   boost::intrusive_ptr<const detail::token_snapshot>>;
+
+    boost::asio::awaitable<snapshot_result> wait_for_snapshot()
+    {
+        return boost::asio::async_initiate<
+            const boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>>&, snapshot_signature>(
+            initiation<true>{impl_shared()}, as_tuple_awaitable,
+            static_cast<diagnostics*>(nullptr));
+    }
+
+    static constexpr boost::asio::as_tuple_t<boost::asio::use_awaitable_t<>> as_tuple_awaitable{};
+
+    void init(const executor_type& ex, const executor_type& strand,
+              token_source_settings settings, std::unique_ptr<detail::token_fetcher> fetcher);
+    access_token_view hold(boost::intrusive_ptr<const detail::token_snapshot> token);
     std::shared_ptr<detail::token_source_impl> impl_shared() const;
 
     std::shared_ptr<detail::token_source_owner> owner_;
     detail::token_source_impl* impl_;
 };
 
-template <class Handler>
+template <class Handler, bool Snapshot>
 class token_source::waiter final : public detail::token_waiter_base {
     using default_executor = boost::asio::any_io_executor;
     using handler_executor = boost::asio::associated_executor_t<Handler, default_executor>;
@@ -199,6 +239,49 @@ class token_source::waiter final : public detail::token_waiter_base {
         }
     };
 
+    // The function that runs the handler. It owns the waiter, so a function destroyed
+    // without running (its execution context was destroyed) destroys the waiter too.
+    class invoker {
+    public:
+        invoker(waiter* self, boost::system::error_code ec,
+                std::shared_ptr<const diagnostics> diag,
+                boost::intrusive_ptr<const detail::token_snapshot> token) noexcept
+            : self_(self)
+            , ec_(ec)
+            , diag_(std::move(diag))
+            , token_(std::move(token))
+        {
+        }
+
+        invoker(invoker&& other) noexcept
+            : self_(std::exchange(other.self_, nullptr))
+            , ec_(other.ec_)
+            , diag_(std::move(other.diag_))
+            , token_(std::move(other.token_))
+        {
+        }
+
+        invoker& operator=(invoker&&) = delete;
+
+        ~invoker()
+        {
+            if (self_ != nullptr) {
+                self_->destroy();
+            }
+        }
+
+        void operator()()
+        {
+            std::exchange(self_, nullptr)->invoke(ec_, std::move(diag_), std::move(token_));
+        }
+
+    private:
+        waiter* self_;
+        boost::system::error_code ec_;
+        std::shared_ptr<const diagnostics> diag_;
+        boost::intrusive_ptr<const detail::token_snapshot> token_;
+    };
+
 public:
     waiter(Handler handler, const std::shared_ptr<detail::token_source_impl>& impl,
            diagnostics* diag_out)
@@ -219,27 +302,51 @@ public:
     {
         // Posting, not dispatching: the handler never runs inside the completing call,
         // which may be another caller's stack or a lock-free fast path.
-        boost::asio::post(work_, [this, ec, diag = std::move(diag),
-                                  token = std::move(token)]() mutable {
-            auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-            if (slot.is_connected()) {
-                slot.clear();
-            }
-            if (diag_out_ != nullptr) {
-                *diag_out_ = diag ? *diag : diagnostics{};
-            }
-            Handler handler = std::move(handler_);
-            delete this;
-            std::move(handler)(ec, access_token(std::move(token)));
-        });
+        boost::asio::post(work_, invoker(this, ec, std::move(diag), std::move(token)));
+    }
+
+    void complete_in_batch(boost::system::error_code ec,
+                           const std::shared_ptr<const diagnostics>& diag,
+                           const boost::intrusive_ptr<const detail::token_snapshot>& token) override
+    {
+        boost::asio::dispatch(work_, invoker(this, ec, diag, token));
+    }
+
+    void destroy() noexcept override
+    {
+        clear_cancellation_slot();
+        delete this;
     }
 
 private:
+    void clear_cancellation_slot() noexcept
+    {
+        auto slot = boost::asio::get_associated_cancellation_slot(handler_);
+        if (slot.is_connected()) {
+            slot.clear();
+        }
+    }
+
+    void invoke(boost::system::error_code ec, std::shared_ptr<const diagnostics> diag,
+                boost::intrusive_ptr<const detail::token_snapshot> token)
+    {
+        clear_cancellation_slot();
+        if (diag_out_ != nullptr) {
+            *diag_out_ = diag ? *diag : diagnostics{};
+        }
+        Handler handler = std::move(handler_);
+        delete this;
+        if constexpr (Snapshot) {
+            std::move(handler)(ec, std::move(diag), std::move(token));
+        } else {
+            std::move(handler)(ec, access_token(std::move(token)));
+        }
+    }
+
     Handler handler_;
     work_executor work_;
     diagnostics* diag_out_;
 };
-
 
 } // namespace stampede
 

@@ -143,6 +143,77 @@ BOOST_FIXTURE_TEST_CASE(cold_start_coalesces_ten_thousand_callers, fixture)
     BOOST_TEST(stats.coalesced_waiters == static_cast<std::uint64_t>(callers - 1));
 }
 
+BOOST_FIXTURE_TEST_CASE(waiting_callers_are_not_cache_hits, fixture)
+{
+    endpoint->fallback.delay = 5ms;
+    auto source = make_source();
+    constexpr int callers = 20;
+    int served = 0;
+    for (int i = 0; i < callers; ++i) {
+        asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
+            auto token = co_await source.token();
+            BOOST_TEST(!token.value().empty());
+            ++served;
+        }, asio::detached);
+    }
+    run_until_count(served, callers);
+
+    const auto stats = source.stats();
+    BOOST_TEST(stats.waiters == static_cast<std::uint64_t>(callers));
+    BOOST_TEST(stats.cache_hits == 0u);
+}
+
+BOOST_FIXTURE_TEST_CASE(expired_token_is_not_served_late, fixture)
+{
+    // The context does not run while the token expires, so its stale timer cannot drop
+    // it; the slow path must notice the expiry itself.
+    endpoint->fallback.expires_in = 200ms;
+    auto s = fast_settings();
+    s.refresh_ahead = 60s; // cut to half the lifetime
+    auto source = make_source(s);
+    std::string first;
+    run([&]() -> asio::awaitable<void> {
+        first = std::string((co_await source.token()).value());
+    });
+    std::this_thread::sleep_for(300ms);
+
+    std::string second;
+    bool done = false;
+    source.async_token([&](error_code ec, stampede::access_token token) {
+        BOOST_TEST(!ec);
+        second = std::string(token.value());
+        done = true;
+    });
+    ctx.restart();
+    run_until(done);
+    BOOST_TEST(second != first);
+    BOOST_TEST(endpoint->requests.load() >= 2);
+}
+
+BOOST_AUTO_TEST_CASE(destroyed_context_destroys_pending_handlers)
+{
+    // Handlers whose completion is queued when the io_context is destroyed are destroyed
+    // with it, not leaked.
+    auto endpoint = std::make_shared<fake_endpoint>();
+    endpoint->fallback.delay = 10s;
+    auto sentinel = std::make_shared<int>(0);
+    std::weak_ptr<int> watch = sentinel;
+    {
+        asio::io_context ctx;
+        stampede::token_source source(ctx.get_executor(), fast_settings(),
+                                      std::make_unique<fake_fetcher>(endpoint));
+        for (int i = 0; i < 3; ++i) {
+            source.async_token([keep = sentinel](error_code, stampede::access_token) {
+                BOOST_ERROR("handler ran although the context never ran it");
+            });
+        }
+        sentinel.reset();
+        ctx.poll();
+        source.shutdown(); // queues the completions; the context never runs them
+    }
+    BOOST_TEST(watch.expired());
+}
+
 BOOST_FIXTURE_TEST_CASE(cached_token_needs_no_request, fixture)
 {
     auto source = make_source();
@@ -578,6 +649,23 @@ BOOST_AUTO_TEST_CASE(settings_validation_names_the_field)
         {[](auto& s) { s.refresh_ahead = 50ms; }, "refresh_ahead"},
         {[](auto& s) { s.default_lifetime = -1ms; }, "default_lifetime"},
         {[](auto& s) { s.backoff.multiplier = 0.5; }, "multiplier"},
+        {[](auto& s) { s.client_id = "id\r\nX-Injected: 1"; }, "client_id"},
+        {[](auto& s) { s.transport.user_agent = "agent\r\nX-Injected: 1"; },
+         "transport.user_agent"},
+        {[](auto& s) { s.transport.request_timeout = std::chrono::milliseconds::max(); },
+         "transport.request_timeout"},
+        {[](auto& s) { s.max_lifetime = std::chrono::hours(24 * 365 * 100); }, "max_lifetime"},
+        {[](auto& s) { s.default_lifetime = std::chrono::hours(24 * 365 * 100); },
+         "default_lifetime"},
+        {[](auto& s) { s.permanent_error_cooldown = std::chrono::milliseconds::max(); },
+         "permanent_error_cooldown"},
+        {[](auto& s) { s.expiry_margin = std::chrono::milliseconds::max(); }, "expiry_margin"},
+        {[](auto& s) { s.backoff.max_delay = std::chrono::milliseconds::max(); }, "max_delay"},
+        {[](auto& s) {
+             s.rate_limit.capacity = 4000000000;
+             s.rate_limit.refill_interval = 9000000000ms;
+         },
+         "rate_limit"},
     };
     for (const auto& c : cases) {
         auto s = fast_settings();

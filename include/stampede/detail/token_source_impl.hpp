@@ -19,19 +19,32 @@
 
 namespace stampede::detail {
 
-/// A caller waiting for a token. The token source links it into its queue; `complete` is
-/// called exactly once and must not run the caller's handler inline.
+/// A caller waiting for a token. The token source links it into its queue and ends it
+/// exactly once, by one of the three functions below.
 class token_waiter_base {
 public:
+    /// Completes the caller by posting its handler, so the handler never runs inside the
+    /// completing call.
     virtual void complete(boost::system::error_code ec,
                           std::shared_ptr<const diagnostics> diag,
                           boost::intrusive_ptr<const token_snapshot> token) = 0;
+
+    /// Completes the caller by dispatching its handler. Called only from a function that
+    /// the token source posted for a whole batch of waiters, never from a caller's stack.
+    virtual void complete_in_batch(boost::system::error_code ec,
+                                   const std::shared_ptr<const diagnostics>& diag,
+                                   const boost::intrusive_ptr<const token_snapshot>& token) = 0;
+
+    /// Destroys the waiter and its handler without calling the handler, as Asio does with
+    /// handlers that are still queued when their execution context is destroyed.
+    virtual void destroy() noexcept = 0;
 
 protected:
     ~token_waiter_base() = default;
 
 private:
     friend class token_source_impl;
+    friend class waiter_batch;
     token_waiter_base* prev_ = nullptr;
     token_waiter_base* next_ = nullptr;
     bool queued_ = false;
@@ -44,8 +57,9 @@ private:
 /// timers and connection run on a strand.
 class token_source_impl : public std::enable_shared_from_this<token_source_impl> {
 public:
-    token_source_impl(boost::asio::any_io_executor ex, token_source_settings settings,
-                      std::unique_ptr<token_fetcher> fetcher);
+    /// `strand` is a strand of `ex`, the one `fetcher` was created on.
+    token_source_impl(boost::asio::any_io_executor ex, boost::asio::any_io_executor strand,
+                      token_source_settings settings, std::unique_ptr<token_fetcher> fetcher);
     ~token_source_impl();
     token_source_impl(const token_source_impl&) = delete;
     token_source_impl& operator=(const token_source_impl&) = delete;
@@ -65,7 +79,7 @@ public:
             }
             return snapshot;
         }
-        return peek_slow(slot, generation);
+        return peek_slow(slot);
     }
 
     tls_slot& current_thread_slot() const noexcept { return tls_slot_for(id_); }
@@ -79,7 +93,7 @@ public:
     void cancel_wait(token_waiter_base& waiter);
 
     /// Puts `token` into this thread's cache so a view of it stays valid until the caller
-    /// next suspends. Returns the cache entry.
+    /// next suspends. Returns the cache entry. Counts no cache hit.
     tls_slot& hold_in_current_thread(boost::intrusive_ptr<const token_snapshot> token);
 
     bool invalidate(std::string_view token_value);
@@ -92,7 +106,10 @@ public:
 private:
     struct state;
 
-    const token_snapshot* peek_slow(tls_slot& slot, std::uint64_t generation) noexcept;
+    const token_snapshot* peek_slow(tls_slot& slot) noexcept;
+
+    // Points `slot` at the current snapshot, unless that has expired. Returns the snapshot.
+    const token_snapshot* refresh_slot(tls_slot& slot) noexcept;
 
     // Read by every `peek()`, on a cache line of their own so that reference counting of
     // this object on slow paths does not slow down the hot path on other cores.
