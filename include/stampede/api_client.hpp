@@ -201,12 +201,15 @@ public:
         if (error) {
             std::rethrow_exception(error);
         }
+        // co_spawn's cancellation handler in the caller's slot points into the finished
+        // coroutine, so it goes now: a cancellation requested before the posted handler
+        // runs must find an empty slot.
+        auto slot = boost::asio::get_associated_cancellation_slot(handler_);
+        if (slot.is_connected()) {
+            slot.clear();
+        }
         boost::asio::post(work_, [handler = std::move(handler_), diag_out = diag_out_,
                                   result = std::move(result)]() mutable {
-            auto slot = boost::asio::get_associated_cancellation_slot(handler);
-            if (slot.is_connected()) {
-                slot.clear();
-            }
             if (diag_out != nullptr) {
                 *diag_out = std::move(result.diag);
             }

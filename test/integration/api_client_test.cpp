@@ -381,6 +381,38 @@ BOOST_AUTO_TEST_CASE(completion_runs_on_handler_executor)
     env.run_until([&] { return completed; });
 }
 
+BOOST_AUTO_TEST_CASE(cancellation_after_completion_is_ignored)
+{
+    // The handler's executor belongs to a context that has not run yet, so the request
+    // is finished but its handler still queued when the cancellation is emitted.
+    api_env env;
+    api_client client = env.make_client();
+    asio::io_context handler_context;
+    asio::cancellation_signal signal;
+
+    bool completed = false;
+    error_code result;
+    client.async_get("/v1/guests?limit=1",
+                     asio::bind_cancellation_slot(
+                         signal.slot(),
+                         asio::bind_executor(handler_context, [&](error_code ec, api_response) {
+                             result = ec;
+                             completed = true;
+                         })));
+    // The client clears the slot as soon as the request finishes, before the handler runs.
+    for (int round = 0; round < 4000 && signal.slot().has_handler(); ++round) {
+        env.io.restart();
+        env.io.run_for(5ms);
+    }
+    BOOST_TEST_REQUIRE(!signal.slot().has_handler());
+    BOOST_TEST(!completed);
+
+    signal.emit(asio::cancellation_type::terminal);
+    handler_context.run();
+    BOOST_TEST(completed);
+    BOOST_TEST(!result, result.message());
+}
+
 BOOST_AUTO_TEST_CASE(error_keeps_server_text_in_diagnostics)
 {
     api_env env;
