@@ -24,9 +24,11 @@
 #include <boost/beast/http.hpp>
 #include <boost/json/parse.hpp>
 
+#include <charconv>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -107,9 +109,37 @@ asio::awaitable<void> listen(tcp::acceptor& acceptor, stampede::api_client& api)
 
 } // namespace
 
+// Parses the optional PORT argument. Port 0 lets the system pick a free port.
+std::optional<unsigned short> parse_port(std::string_view text)
+{
+    unsigned value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc{} || end != text.data() + text.size() || value > 65535) {
+        return std::nullopt;
+    }
+    return static_cast<unsigned short>(value);
+}
+
 int main(int argc, char** argv)
 {
-    const unsigned short port = argc > 1 ? static_cast<unsigned short>(std::stoi(argv[1])) : 8080;
+    unsigned short port = 8080;
+    if (argc > 1) {
+        const std::string_view argument = argv[1];
+        if (argument == "--help" || argument == "-h") {
+            std::cout << "usage: forwarding_proxy [PORT]\n"
+                         "Listens on 127.0.0.1:PORT (default 8080, 0 for any free port) and "
+                         "forwards each request to the Stampede API with a bearer token.\n"
+                         "Credentials come from STAMPEDE_CLIENT_ID and STAMPEDE_CLIENT_SECRET.\n";
+            return 0;
+        }
+        const auto parsed = parse_port(argument);
+        if (!parsed) {
+            std::cerr << "forwarding_proxy: invalid port '" << argument
+                      << "'; expected a number from 0 to 65535\n";
+            return 2;
+        }
+        port = *parsed;
+    }
     asio::io_context ctx;
 
     stampede::token_source auth(ctx, examples::settings_from_environment());

@@ -21,6 +21,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -222,6 +223,26 @@ public:
         }
     }
 
+    // Checks that no text contains a run of `length` or more base64url characters, the
+    // shape of the emulator's tokens (32 random bytes, 43 characters). It catches tokens
+    // that the test cannot name, such as one a hostile server made up and echoed.
+    void check_no_token_shaped_text(std::size_t length) const
+    {
+        const auto is_token_char = [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+        };
+        for (const auto& [origin, text] : texts_) {
+            std::size_t run = 0;
+            std::size_t longest = 0;
+            for (char c : text) {
+                run = is_token_char(c) ? run + 1 : 0;
+                longest = std::max(longest, run);
+            }
+            BOOST_TEST(longest < length, origin << " contains a token-shaped run of " << longest
+                                                << " characters");
+        }
+    }
+
     std::size_t size() const { return texts_.size(); }
 
 private:
@@ -410,6 +431,19 @@ BOOST_AUTO_TEST_CASE(echoed_secret_is_redacted)
         saw_redaction = saw_redaction || line.find("[redacted]") != std::string::npos;
     }
     BOOST_TEST(saw_redaction);
+    source.shutdown();
+}
+
+BOOST_AUTO_TEST_CASE(echoed_unknown_token_is_masked)
+{
+    // On a cold start the echoed token is one the client never received, so it matches no
+    // redactor pattern.
+    hygiene_env env;
+    stampede::token_source source(env.io, env.settings());
+    env.server->set_fault_script("echo-secret");
+    env.fetch_expecting_failure(source, "echo-secret on cold start");
+    env.check(source);
+    env.texts.check_no_token_shaped_text(40);
     source.shutdown();
 }
 

@@ -140,6 +140,14 @@ int parse_options(int argc, char** argv, demo_options& o)
             o.json = true;
             continue;
         }
+        constexpr std::string_view numeric_options[] = {
+            "--callers", "--token-lifetime", "--duration", "--threads", "--api-requests",
+        };
+        if (std::find(std::begin(numeric_options), std::end(numeric_options), arg) ==
+            std::end(numeric_options)) {
+            std::cerr << "stampede-demo: unknown option " << arg << "; see --help\n";
+            return 2;
+        }
         if (i + 1 >= argc) {
             std::cerr << "stampede-demo: " << arg << " needs a value; see --help\n";
             return 2;
@@ -355,8 +363,10 @@ int main(int argc, char** argv)
         std::cout << "callers served:          " << results.callers_served.load() << " of "
                   << opts.callers << " (" << opts.threads << " threads)\n"
                   << "token requests (server): " << emulator_stats.token_requests << " ("
-                  << source_stats.refreshes_ahead << " refreshes ahead, "
-                  << emulator_stats.rate_limited << " rate limited)\n"
+                  << "first fetch, " << source_stats.refreshes_ahead << " refreshes ahead, "
+                  << source_stats.invalidations << " after the revoked token was invalidated, "
+                  << source_stats.retries << " retries; " << emulator_stats.rate_limited
+                  << " rate limited)\n"
                   << "connections opened:      " << emulator_stats.connections_accepted
                   << " (token endpoint: " << source_stats.connections_opened << ")\n"
                   << "token() cold start:      p50 " << format_ns(results.cold_start.quantile_ns(0.5))
