@@ -632,6 +632,10 @@ http_connection::impl::exchange(http_request& request, http_response& response, 
         result.response_started = result.response_started || parser->got_some();
         if (read_ec || abort_requested) {
             tcp_layer().expires_never();
+            // The status line arrived even though the body did not, and it helps to see it.
+            if (parser->is_header_done()) {
+                diag.set_http_status(parser->get().result_int());
+            }
             if (read_ec == http::error::header_limit && !abort_requested) {
                 result.ec =
                     set_client_message(diag,

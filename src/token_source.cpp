@@ -677,10 +677,19 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
                        (diag.http_status() != 0 ? ", HTTP " + std::to_string(diag.http_status()) : "") +
                        "), retrying in " + format_ms(*delay);
             });
-            retry_timer.expires_after(*delay);
             // The wait ends early when the token goes stale (on_stale cancels the timer),
-            // so callers who now wait do not sit out a delay meant for a refresh.
+            // so callers who now wait do not sit out the slow pace meant for a refresh.
+            // The server's Retry-After still holds: the wait goes on until it has passed.
+            const auto now = steady_clock::now();
+            const auto server_delay =
+                std::min(diag.retry_after().value_or(milliseconds{0}), settings.backoff.max_retry_after);
+            const auto not_before = now + server_delay;
+            retry_timer.expires_at(now + *delay);
             co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (!stopping.load(std::memory_order_relaxed) && steady_clock::now() < not_before) {
+                retry_timer.expires_at(not_before);
+                co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
             if (stopping.load(std::memory_order_relaxed)) {
                 co_return;
             }

@@ -26,7 +26,8 @@ public:
     /// Returns the raw OAuth `error` value from the response; empty when there is none.
     const std::string& server_error_code() const noexcept { return server_error_code_; }
 
-    /// Returns the HTTP status of the response, or 0 when no response was received.
+    /// Returns the HTTP status of the response, or 0 when no status line was received.
+    /// It is set even when the body then failed (too large, or cut off).
     unsigned http_status() const noexcept { return http_status_; }
 
     /// Returns the delay the server asked for with `Retry-After`, if it sent one.
