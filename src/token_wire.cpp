@@ -710,24 +710,6 @@ std::string sanitize_server_text(std::string_view text, const redactor& secrets,
 // Token request and response
 //
 
-http_request make_token_request(const endpoint_url& url, const token_source_settings& settings) {
-    http_request request{http::verb::post, url.target, 11};
-    request.set(http::field::content_type, "application/json");
-    request.set(http::field::accept, "application/json");
-
-    json::object body;
-    body["client_id"] = settings.client_id;
-    body["client_secret"] = settings.client_secret.reveal();
-    body["grant_type"] = "client_credentials";
-    request.body() = json::serialize(body);
-    request.prepare_payload();
-
-    // The JSON tree's copy of the secret is not needed any more.
-    auto& secret_copy = body["client_secret"].get_string();
-    OPENSSL_cleanse(secret_copy.data(), secret_copy.size());
-    return request;
-}
-
 boost::system::error_code parse_token_response(const http_response& response,
                                                const redactor& secrets,
                                                std::chrono::system_clock::time_point now,

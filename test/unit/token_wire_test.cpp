@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE token_wire
 #include <boost/test/unit_test.hpp>
 
+#include <stampede/detail/form_encoding.hpp>
 #include <stampede/detail/token_wire.hpp>
 #include <stampede/detail/url.hpp>
 #include <stampede/error.hpp>
@@ -113,6 +114,30 @@ std::string percent_encode(std::string_view data, bool lower_case, bool space_as
     }
     return out;
 }
+
+std::string base64_decode(std::string_view data) {
+    std::string out(3 * (data.size() / 4), '\0');
+    const int length = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                       reinterpret_cast<const unsigned char*>(data.data()),
+                                       static_cast<int>(data.size()));
+    BOOST_TEST_REQUIRE(length >= 0);
+    out.resize(static_cast<std::size_t>(length));
+    while (data.ends_with('=')) {
+        data.remove_suffix(1);
+        out.pop_back();
+    }
+    return out;
+}
+
+stampede::token_source_settings request_settings(stampede::client_auth_method method) {
+    stampede::token_source_settings settings;
+    settings.client_id = "interop-client";
+    settings.client_secret = stampede::secret_string("s3cr3t");
+    settings.auth_method = method;
+    return settings;
+}
+
+const endpoint_url example_token_url{true, "example.com", "443", "/token"};
 
 struct url_result {
     boost::system::error_code ec;
@@ -526,6 +551,89 @@ BOOST_AUTO_TEST_CASE(nasty_credentials_round_trip) {
                        "client_credentials");
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(json_body_with_parameters) {
+    auto settings = request_settings(stampede::client_auth_method::json_body);
+    settings.scope = "api:read api:write";
+    settings.audience = "https://api.example.com/";
+    settings.resource = "urn:example:api";
+    settings.extra_parameters = {{"tenant", "acme"}, {"note", "a&b=c d"}};
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request[http::field::content_type] == "application/json");
+    BOOST_TEST(request.count(http::field::authorization) == 0u);
+    BOOST_TEST(request.body() ==
+               R"({"client_id":"interop-client","client_secret":"s3cr3t",)"
+               R"("grant_type":"client_credentials","scope":"api:read api:write",)"
+               R"("audience":"https://api.example.com/","resource":"urn:example:api",)"
+               R"("tenant":"acme","note":"a&b=c d"})");
+}
+
+BOOST_AUTO_TEST_CASE(client_secret_post_shape) {
+    auto settings = request_settings(stampede::client_auth_method::client_secret_post);
+    settings.scope = "api:read api:write";
+    settings.extra_parameters = {{"tenant", "acme"}};
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request.method() == http::verb::post);
+    BOOST_TEST(request.target() == "/token");
+    BOOST_TEST(request[http::field::content_type] == "application/x-www-form-urlencoded");
+    BOOST_TEST(request[http::field::accept] == "application/json");
+    BOOST_TEST(request[http::field::content_length] == std::to_string(request.body().size()));
+    BOOST_TEST(request.count(http::field::authorization) == 0u);
+    BOOST_TEST(request.body() ==
+               "grant_type=client_credentials&client_id=interop-client&client_secret=s3cr3t&"
+               "scope=api%3Aread+api%3Awrite&tenant=acme");
+}
+
+BOOST_AUTO_TEST_CASE(client_secret_basic_shape) {
+    auto settings = request_settings(stampede::client_auth_method::client_secret_basic);
+    settings.audience = "https://api.example.com/";
+    settings.resource = "urn:example:api";
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request[http::field::content_type] == "application/x-www-form-urlencoded");
+    BOOST_TEST(request[http::field::authorization] ==
+               "Basic " + base64("interop-client:s3cr3t"));
+    BOOST_TEST(request.body() ==
+               "grant_type=client_credentials&audience=https%3A%2F%2Fapi.example.com%2F&"
+               "resource=urn%3Aexample%3Aapi");
+    BOOST_TEST(!contains(request.body(), "client_id"));
+    BOOST_TEST(!contains(request.body(), "s3cr3t"));
+}
+
+BOOST_AUTO_TEST_CASE(basic_credentials_form_encoded_first) {
+    auto settings = request_settings(stampede::client_auth_method::client_secret_basic);
+    settings.client_id = "id:with space";
+    settings.client_secret = stampede::secret_string("a:b%c+d/e&f=g h~\xc3\xa9");
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    const std::string_view header = request[http::field::authorization];
+    BOOST_TEST_REQUIRE(header.starts_with("Basic "));
+    BOOST_TEST(base64_decode(header.substr(6)) ==
+               "id%3Awith+space:a%3Ab%25c%2Bd%2Fe%26f%3Dg+h~%C3%A9");
+}
+
+BOOST_AUTO_TEST_CASE(post_credentials_decode_exactly) {
+    const std::string secret = "a:b%c+d/e&f=g h~\xc3\xa9";
+    auto settings = request_settings(stampede::client_auth_method::client_secret_post);
+    settings.client_id = "id&x=y";
+    settings.client_secret = stampede::secret_string(secret);
+    settings.extra_parameters = {{"odd name", "v=1&w=2 +"}};
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request.body() ==
+               "grant_type=client_credentials&client_id=id%26x%3Dy&"
+               "client_secret=a%3Ab%25c%2Bd%2Fe%26f%3Dg+h~%C3%A9&odd+name=v%3D1%26w%3D2+%2B");
+
+    boost::system::error_code ec;
+    const auto fields = stampede::detail::parse_form_urlencoded(request.body(), ec);
+    BOOST_TEST(!ec);
+    BOOST_TEST(fields.size() == 4u);
+    BOOST_TEST(std::string_view(fields.at("client_id").as_string()) == "id&x=y");
+    BOOST_TEST(std::string_view(fields.at("client_secret").as_string()) == secret);
+    BOOST_TEST(std::string_view(fields.at("odd name").as_string()) == "v=1&w=2 +");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -57,10 +57,19 @@ struct token_response {
     std::optional<std::chrono::milliseconds> expires_in;
 };
 
-/// Builds the token request: `POST` to `url.target` with `Content-Type` and `Accept`
-/// `application/json`, and the JSON body
-/// `{"client_id","client_secret","grant_type":"client_credentials"}` serialized with
-/// Boost.JSON. Every fetch (first, refresh, retry) builds its request here.
+/// Builds the token request: `POST` to `url.target` with `Accept: application/json`. The
+/// client authenticates by `settings.auth_method` alone. The parameters are
+/// `grant_type=client_credentials`, then `scope`, `audience` and `resource` when set, then
+/// `extra_parameters`, encoded as follows:
+///
+/// - `json_body`: a JSON object with `client_id`, `client_secret` and the parameters as
+///   string members, serialized with Boost.JSON.
+/// - `client_secret_post`: a form-encoded body with `client_id` and `client_secret` after
+///   `grant_type`.
+/// - `client_secret_basic`: `Authorization: Basic` over the form-encoded id and secret
+///   joined by `:`, and a form-encoded body without them.
+///
+/// Every fetch (first, refresh, retry) builds its request here.
 http_request make_token_request(const endpoint_url& url, const token_source_settings& settings);
 
 /// Interprets a token endpoint response.
