@@ -9,6 +9,7 @@
 #include <stampede/detail/token_wire.hpp>
 #include <stampede/detail/url.hpp>
 #include <stampede/error.hpp>
+#include <stampede/retry.hpp>
 
 #include <boost/beast/http/field.hpp>
 #include <boost/json/parse.hpp>
@@ -129,6 +130,11 @@ std::string base64_decode(std::string_view data) {
     return out;
 }
 
+stampede::failure_kind classify(const parse_result& r) {
+    const stampede::token_source_settings defaults;
+    return stampede::retry_classifier(defaults.retryable_oauth_errors).classify(r.ec, r.diag);
+}
+
 stampede::token_source_settings request_settings(stampede::client_auth_method method) {
     stampede::token_source_settings settings;
     settings.client_id = "interop-client";
@@ -199,6 +205,24 @@ BOOST_AUTO_TEST_CASE(unknown_fields_ignored) {
     BOOST_TEST(!r.ec);
     BOOST_TEST(r.token.access_token.reveal() == "tok-123");
     BOOST_TEST(r.token.scope.empty());
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_200) {
+    const auto r = parse(200,
+                         "access_token=tok-123&token_type=bearer&expires_in=3600&"
+                         "scope=api%3Aread+api%3Awrite&refresh_token=",
+                         "application/x-www-form-urlencoded; charset=utf-8");
+    BOOST_TEST(!r.ec);
+    BOOST_TEST(r.token.access_token.reveal() == "tok-123");
+    BOOST_TEST(r.token.token_type == "Bearer");
+    BOOST_TEST(r.token.scope == "api:read api:write");
+    BOOST_TEST(r.token.expires_in.has_value());
+    BOOST_TEST(r.token.expires_in->count() == 3'600'000);
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_without_token) {
+    const auto r = parse(200, "token_type=Bearer", "Application/X-WWW-Form-URLEncoded");
+    BOOST_TEST(r.ec == make_error_code(client_errc::missing_access_token));
 }
 
 BOOST_AUTO_TEST_CASE(absent_scope_is_empty) {
@@ -498,6 +522,72 @@ BOOST_AUTO_TEST_CASE(content_type_in_message_sanitized) {
     BOOST_TEST(r.ec == stampede::make_http_error(503));
     BOOST_TEST(!contains(r.diag.client_message(), "\x01"));
     BOOST_TEST(r.diag.client_message().size() < 300u);
+}
+
+BOOST_AUTO_TEST_CASE(plain_text_404_names_token_url) {
+    const auto r = parse(404, "Cannot POST /oauth/token\n", "text/plain; charset=utf-8");
+    BOOST_TEST(r.ec == stampede::make_http_error(404));
+    BOOST_TEST(contains(r.diag.client_message(), "HTTP 404"));
+    BOOST_TEST(contains(r.diag.client_message(), "text/plain"));
+    BOOST_TEST(contains(r.diag.client_message(), "with a body that is not JSON;"));
+    BOOST_TEST(contains(r.diag.client_message(), "check token_url"));
+    BOOST_TEST(r.diag.server_message() == "Cannot POST /oauth/token");
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(oauth_error_404_names_token_url) {
+    const auto r = parse(404, R"({"error":"invalid_request",
+                                  "error_description":"unrecognized route"})");
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_request));
+    BOOST_TEST(contains(r.diag.client_message(), "check token_url"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(invalid_client_401_with_challenge) {
+    auto response = make_response(
+        401, R"({"error":"invalid_client","error_description":"client authentication failed"})");
+    response.set(http::field::www_authenticate,
+                 "Basic realm=\"https://127.0.0.1:8443\", error=\"invalid_client\"");
+    const auto r = parse(response);
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_client));
+    BOOST_TEST(contains(r.diag.client_message(), "WWW-Authenticate \"Basic realm="));
+    BOOST_TEST(contains(r.diag.client_message(), "check client_id and client_secret"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(challenge_without_body_is_permanent) {
+    auto response = make_response(401, "", "");
+    response.set(http::field::www_authenticate, "Basic realm=\"Service\"");
+    const auto r = parse(response);
+    BOOST_TEST(r.ec == stampede::make_http_error(401));
+    BOOST_TEST(contains(r.diag.client_message(), "WWW-Authenticate \"Basic realm="));
+    BOOST_TEST(contains(r.diag.client_message(), "Service"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(challenge_ignored_outside_401) {
+    auto response = make_response(400, R"({"error":"invalid_client"})");
+    response.set(http::field::www_authenticate, "Basic realm=\"Service\"");
+    const auto r = parse(response);
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_client));
+    BOOST_TEST(!contains(r.diag.client_message(), "WWW-Authenticate"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_error) {
+    const auto r = parse(400, "error=invalid_scope&error_description=scope+admin+is%20unknown",
+                         "application/x-www-form-urlencoded");
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_scope));
+    BOOST_TEST(r.diag.server_error_code() == "invalid_scope");
+    BOOST_TEST(r.diag.server_message() == "scope admin is unknown");
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_malformed) {
+    const auto r = parse(200, "access_token=tok%zz&token_type=Bearer",
+                         "application/x-www-form-urlencoded");
+    BOOST_TEST(r.ec == make_error_code(client_errc::malformed_response));
+    BOOST_TEST(contains(r.diag.client_message(), "form-encoded body that is not valid"));
+    BOOST_TEST(r.token.access_token.empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -80,7 +80,10 @@ http_request make_token_request(const endpoint_url& url, const token_source_sett
 ///   success. `expires_in` may be an integer, a fraction (kept to the millisecond) or a
 ///   string of digits with an optional fraction and no sign, exponent or spaces.
 ///   Unknown fields are ignored, as is a `scope` that is not a string. `Content-Type`
-///   parameters such as `charset` are accepted, and JSON is parsed whatever the type.
+///   parameters such as `charset` are accepted, and JSON is parsed whatever the type,
+///   except `application/x-www-form-urlencoded`: such a body is read as form fields, each
+///   a string (so `expires_in=3600` is accepted), and is `malformed_response` when it is
+///   not valid form encoding.
 /// - Any status whose JSON body has a string `error`: the matching `oauth_errc`, with the
 ///   raw code and `error_description` in `diag` (a 200 carrying `error` included).
 /// - 2xx without a usable `access_token`: `client_errc::missing_access_token`.
@@ -90,8 +93,9 @@ http_request make_token_request(const endpoint_url& url, const token_source_sett
 /// - A non-2xx status without an OAuth error: `make_http_error(status)`.
 /// - A body that is not JSON (HTML, text, empty, truncated) or not a JSON object on a 2xx:
 ///   `malformed_response`.
-/// The client message names the status and content type; the server message holds the
-/// sanitized `error_description` or a short body preview. `Retry-After` (seconds or
+/// The client message names the status and content type, and for a 401 the
+/// `WWW-Authenticate` challenge; the server message contains the sanitized
+/// `error_description` or a short body preview. `Retry-After` (seconds or
 /// HTTP-date) is stored with `diag.set_retry_after`.
 boost::system::error_code parse_token_response(const http_response& response,
                                                const redactor& secrets,
