@@ -1,5 +1,5 @@
 // Unit tests of the settings' request parameters: client authentication method names,
-// validation messages and the printer.
+// validation messages, the printer and the token cache key.
 
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE settings
@@ -7,6 +7,7 @@
 
 #include <stampede/error.hpp>
 #include <stampede/settings.hpp>
+#include <stampede/token_cache_key.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -219,6 +220,94 @@ BOOST_AUTO_TEST_CASE(unset_parameters_left_out)
     BOOST_TEST(contains(text, "auth_method=json_body"));
     BOOST_TEST(!contains(text, "scope="));
     BOOST_TEST(!contains(text, "extra_parameters"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(token_cache_key)
+
+BOOST_AUTO_TEST_CASE(hex_digest_and_stable)
+{
+    auto settings = valid_settings();
+    settings.auth_method = client_auth_method::client_secret_basic;
+    settings.scope = "api:read";
+    const std::string key = stampede::token_cache_key(settings);
+    BOOST_TEST(key.size() == 64u);
+    BOOST_TEST(key.find_first_not_of("0123456789abcdef") == std::string::npos);
+    BOOST_TEST(stampede::token_cache_key(settings) == key);
+
+    // Fixed by the version 1 encoding (recomputed independently with Python's hashlib): a
+    // different value means the keys of existing caches changed.
+    BOOST_TEST(key == "ffc0d5d43f1377bd41c7d895c3f52fb0387a9ba5ec25230eb71f5bcfec6df784");
+}
+
+BOOST_AUTO_TEST_CASE(every_identity_field_counts)
+{
+    using mutation = std::function<void(token_source_settings&)>;
+    const std::vector<std::pair<std::string, mutation>> mutations{
+        {"token_url", [](auto& s) { s.token_url = "https://127.0.0.1:8443/other"; }},
+        {"client_id", [](auto& s) { s.client_id = "other-client"; }},
+        {"auth_method", [](auto& s) { s.auth_method = client_auth_method::client_secret_post; }},
+        {"scope", [](auto& s) { s.scope = "api:read api:write"; }},
+        {"audience", [](auto& s) { s.audience = "https://api.example.com/"; }},
+        {"resource", [](auto& s) { s.resource = "urn:example:api"; }},
+        {"extra name", [](auto& s) { s.extra_parameters = {{"tenant2", "acme"}}; }},
+        {"extra value", [](auto& s) { s.extra_parameters = {{"tenant", "acme2"}}; }},
+        {"extra added", [](auto& s) { s.extra_parameters.emplace_back("region", "eu"); }},
+    };
+    auto base = valid_settings();
+    base.scope = "api:read";
+    base.extra_parameters = {{"tenant", "acme"}};
+    const std::string base_key = stampede::token_cache_key(base);
+
+    std::vector<std::string> keys{base_key};
+    for (const auto& [name, mutate] : mutations) {
+        auto changed = base;
+        mutate(changed);
+        const std::string key = stampede::token_cache_key(changed);
+        BOOST_TEST(key != base_key, name);
+        keys.push_back(key);
+    }
+    std::sort(keys.begin(), keys.end());
+    BOOST_TEST((std::adjacent_find(keys.begin(), keys.end()) == keys.end()));
+}
+
+BOOST_AUTO_TEST_CASE(field_boundaries_unambiguous)
+{
+    auto first = valid_settings();
+    first.scope = "a";
+    first.audience = "bc";
+    auto second = valid_settings();
+    second.scope = "ab";
+    second.audience = "c";
+    BOOST_TEST(stampede::token_cache_key(first) != stampede::token_cache_key(second));
+
+    auto third = valid_settings();
+    third.extra_parameters = {{"a", "b=c"}};
+    auto fourth = valid_settings();
+    fourth.extra_parameters = {{"a=b", "c"}};
+    BOOST_TEST(stampede::token_cache_key(third) != stampede::token_cache_key(fourth));
+}
+
+BOOST_AUTO_TEST_CASE(order_of_scopes_and_extras_ignored)
+{
+    auto first = valid_settings();
+    first.scope = "api:write api:read";
+    first.extra_parameters = {{"tenant", "acme"}, {"region", "eu"}};
+    auto second = valid_settings();
+    second.scope = "api:read api:write api:read";
+    second.extra_parameters = {{"region", "eu"}, {"tenant", "acme"}};
+    BOOST_TEST(stampede::token_cache_key(first) == stampede::token_cache_key(second));
+}
+
+BOOST_AUTO_TEST_CASE(secret_and_timing_ignored)
+{
+    auto first = valid_settings();
+    auto second = valid_settings();
+    second.client_secret = stampede::secret_string("rotated-secret");
+    second.refresh_ahead = std::chrono::minutes(7);
+    second.transport.ca_file = "/etc/ssl/other.pem";
+    BOOST_TEST(stampede::token_cache_key(first) == stampede::token_cache_key(second));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
