@@ -163,21 +163,21 @@ struct token_source_settings {
     /// The `scope` parameter: scope tokens separated by single spaces, each made of visible
     /// ASCII characters other than `"` and `\` (RFC 6749, section 3.3). Empty: not sent.
     /// A response without `scope` is taken to grant this scope.
-    std::string scope;
+    std::string scope{};
 
     /// The `audience` parameter, which some servers use to pick the API the token is
     /// for. Empty: not sent.
-    std::string audience;
+    std::string audience{};
 
     /// The `resource` parameter (RFC 8707): an absolute URI without a fragment that
     /// names the API the token is for. Empty: not sent.
-    std::string resource;
+    std::string resource{};
 
     /// Further request parameters, sent after the standard ones in the same encoding, as
     /// (name, value) pairs. Names must be unique, non-empty and differ from the parameters
     /// set above (`grant_type`, `client_id`, `client_secret`, `scope`, `audience`,
     /// `resource`); names and values must not contain control characters.
-    std::vector<std::pair<std::string, std::string>> extra_parameters;
+    std::vector<std::pair<std::string, std::string>> extra_parameters{};
 
     transport_settings transport;
 
