@@ -943,6 +943,23 @@ BOOST_AUTO_TEST_CASE(stampede_token_prints_token)
     BOOST_TEST(logged(server.stats().last(), "authorization") == "none");
 }
 
+BOOST_AUTO_TEST_CASE(stampede_token_disallowed_scope_exits_3)
+{
+    node_server& server = server_for(oidc_profile);
+    temp_directory home;
+
+    const auto before = server.requests();
+    const tool_result result =
+        run_tool(home, {"--auth-method", "client_secret_post", "--scope", "openid", "--token-url",
+                        server.endpoints().token_url, "--ca-file", server.endpoints().ca_file});
+    BOOST_TEST(result.exit_status == 3, result);
+    BOOST_TEST(result.out == "");
+    BOOST_TEST(contains(result.err, "invalid_scope"), result);
+    BOOST_TEST(contains(result.err, "Check --scope"), result);
+    BOOST_TEST(!contains(result.err, "Check the client id and secret"), result);
+    BOOST_TEST(server.requests() == before + 1);
+}
+
 BOOST_AUTO_TEST_CASE(stampede_token_wrong_secret_exits_3)
 {
     node_server& server = server_for(oidc_profile);

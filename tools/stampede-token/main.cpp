@@ -594,6 +594,9 @@ std::string advice_for(int status, const stampede::diagnostics& diag)
     case exit_usage:
         return "Check the options, see --help.";
     case exit_rejected:
+        if (diag.server_error_code() == "invalid_scope") {
+            return "Check --scope against the scopes the client may request.";
+        }
         return "Check the client id and secret (STAMPEDE_CLIENT_ID and STAMPEDE_CLIENT_SECRET, "
                "or the credentials file).";
     case exit_rate_limited: {
