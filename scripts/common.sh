@@ -32,6 +32,23 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+# Installs the npm packages of the interop tests into test/interop/node_modules, at the
+# versions pinned in test/interop/package-lock.json, with Node.js and npm from Debian when
+# the machine has none. Skips npm when the installed packages match the lock file.
+ensure_interop_packages() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        ensure_packages nodejs npm
+    fi
+    local dir="$repo_root/test/interop"
+    local stamp="$dir/node_modules/.stampede-package-lock.json"
+    if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
+        return 0
+    fi
+    echo "Installing the interop test servers with npm ci in test/interop" >&2
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) >&2
+    cp "$dir/package-lock.json" "$stamp"
+}
+
 # Configures (once) and builds the project in the given directory.
 # Usage: build_project BUILD_DIR [cmake arguments...] [-- targets...]
 # Without targets it builds everything.

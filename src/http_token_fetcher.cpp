@@ -1,5 +1,6 @@
 #include <stampede/detail/http_token_fetcher.hpp>
 
+#include <stampede/detail/form_encoding.hpp>
 #include <stampede/detail/http_connection.hpp>
 #include <stampede/detail/token_wire.hpp>
 #include <stampede/detail/url.hpp>
@@ -55,7 +56,9 @@ public:
         remember_token(parsed.access_token);
         out.access_token = std::move(parsed.access_token);
         out.token_type = std::move(parsed.token_type);
-        out.scope = std::move(parsed.scope);
+
+        // A response without a scope grants the requested one (RFC 6749, section 5.1).
+        out.scope = parsed.scope.empty() ? settings_.scope : std::move(parsed.scope);
         out.expires_in = parsed.expires_in;
         co_return error_code{};
     }
@@ -84,6 +87,14 @@ private:
     {
         redactor_ = redactor{};
         redactor_.add(settings_.client_secret.reveal());
+
+        // A Basic header carries the form-encoded secret, whose base64 differs from the
+        // raw secret's when the secret has reserved characters.
+        if (settings_.auth_method == client_auth_method::client_secret_basic) {
+            std::string encoded = form_urlencode(settings_.client_secret.reveal());
+            redactor_.add(encoded);
+            OPENSSL_cleanse(encoded.data(), encoded.size());
+        }
         for (const secret_string& token : tokens_) {
             redactor_.add(token.reveal());
         }

@@ -1,6 +1,7 @@
 #include <stampede/settings.hpp>
 
 #include <stampede/backoff.hpp>
+#include <stampede/detail/request_parameters.hpp>
 #include <stampede/detail/url.hpp>
 #include <stampede/error.hpp>
 #include <stampede/rate_limiter.hpp>
@@ -113,6 +114,9 @@ error_code validate(const token_source_settings& s, diagnostics& diag)
     if (std::string message = validate(s.transport); !message.empty()) {
         return reject(diag, message);
     }
+    if (error_code ec = detail::validate_request_parameters(s, diag)) {
+        return ec;
+    }
 
     const std::pair<std::string_view, std::chrono::milliseconds> durations[] = {
         {"refresh_ahead", s.refresh_ahead},
@@ -167,7 +171,9 @@ error_code validate(const token_source_settings& s, diagnostics& diag)
 std::ostream& operator<<(std::ostream& os, const token_source_settings& s)
 {
     os << "token_source_settings{client_id=" << s.client_id << ", client_secret=" << s.client_secret
-       << ", token_url=" << s.token_url << ", refresh_ahead=" << s.refresh_ahead.count()
+       << ", token_url=" << s.token_url;
+    detail::print_request_parameters(os, s);
+    os << ", refresh_ahead=" << s.refresh_ahead.count()
        << "ms, expiry_margin=" << s.expiry_margin.count()
        << "ms, rate_limit=" << s.rate_limit.capacity << " per " << s.rate_limit.refill_interval.count()
        << "ms, backoff.max_attempts=" << s.backoff.max_attempts

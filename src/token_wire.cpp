@@ -1,3 +1,4 @@
+#include <stampede/detail/form_encoding.hpp>
 #include <stampede/detail/token_wire.hpp>
 #include <stampede/error.hpp>
 #include <stampede/retry.hpp>
@@ -380,6 +381,17 @@ std::string_view advice_for_status(unsigned status) noexcept {
     return "";
 }
 
+// Returns a note quoting the WWW-Authenticate challenge of a 401, which names the
+// authentication scheme the server expected; empty for other responses.
+std::string challenge_note(const http_response& response, const redactor& secrets) {
+    const auto challenge = response.find(http::field::www_authenticate);
+    if (response.result_int() != 401 || challenge == response.end()) {
+        return {};
+    }
+    return " (WWW-Authenticate " +
+           quoted_server_text(challenge->value(), secrets, max_quoted_header_chars) + ")";
+}
+
 boost::system::error_code oauth_failure(const json::object& body, const json::string& code,
                                         const http_response& response, const redactor& secrets,
                                         diagnostics& diag) {
@@ -399,10 +411,12 @@ boost::system::error_code oauth_failure(const json::object& body, const json::st
     }
     diag.set_server_message(sanitize_server_text(server_text, secrets));
 
+    const std::string_view advice =
+        advice_for(errc).empty() ? advice_for_status(response.result_int()) : advice_for(errc);
     diag.set_client_message("the token endpoint returned " + describe_response(response, secrets) +
                             " with OAuth error " +
                             quoted_server_text(code, secrets, max_quoted_code_chars) +
-                            std::string(advice_for(errc)));
+                            challenge_note(response, secrets) + std::string(advice));
     return make_error_code(errc);
 }
 
@@ -410,6 +424,7 @@ boost::system::error_code http_failure(const http_response& response, const reda
                                        std::string_view body_description, diagnostics& diag) {
     diag.set_client_message("the token endpoint returned " + describe_response(response, secrets) +
                             " " + std::string(body_description) +
+                            challenge_note(response, secrets) +
                             std::string(advice_for_status(response.result_int())));
     diag.set_server_message(sanitize_server_text(response.body(), secrets));
     return make_http_error(response.result_int());
@@ -852,24 +867,6 @@ std::string sanitize_server_text(std::string_view text, const redactor& secrets,
 // Token request and response
 //
 
-http_request make_token_request(const endpoint_url& url, const token_source_settings& settings) {
-    http_request request{http::verb::post, url.target, 11};
-    request.set(http::field::content_type, "application/json");
-    request.set(http::field::accept, "application/json");
-
-    json::object body;
-    body["client_id"] = settings.client_id;
-    body["client_secret"] = settings.client_secret.reveal();
-    body["grant_type"] = "client_credentials";
-    request.body() = json::serialize(body);
-    request.prepare_payload();
-
-    // The JSON tree's copy of the secret is not needed any more.
-    auto& secret_copy = body["client_secret"].get_string();
-    OPENSSL_cleanse(secret_copy.data(), secret_copy.size());
-    return request;
-}
-
 boost::system::error_code parse_token_response(const http_response& response,
                                                const redactor& secrets,
                                                std::chrono::system_clock::time_point now,
@@ -891,17 +888,27 @@ boost::system::error_code parse_token_response(const http_response& response,
     const auto content_type = response.find(http::field::content_type);
     const bool declared_json =
         content_type != response.end() && is_json_content_type(content_type->value());
+    const bool declared_form = content_type != response.end() &&
+                               is_form_urlencoded_content_type(content_type->value());
 
     // JSON is parsed whatever the Content-Type is, because some servers label JSON as
-    // text/plain.
+    // text/plain. A body declared form-encoded is read as form fields instead, because
+    // some servers still send form-encoded responses although RFC 6749 requires JSON.
     boost::system::error_code parse_ec;
-    json::value document = json::parse(response.body(), parse_ec);
+    json::value document = declared_form
+                               ? json::value(parse_form_urlencoded(response.body(), parse_ec))
+                               : json::parse(response.body(), parse_ec);
     const bool is_success = status >= 200 && status < 300;
 
     if (parse_ec) {
         std::string problem;
         if (response.body().empty()) {
             problem = "with an empty body";
+        } else if (declared_form) {
+            problem = "with a form-encoded body that is not valid (" + parse_ec.message() + ")";
+        } else if (!declared_json && !is_success) {
+            // The parser's complaint about a text or HTML error page would only add noise.
+            problem = "with a body that is not JSON";
         } else {
             problem = declared_json ? "with a body that is not valid JSON ("
                                     : "with a body that is not JSON (";

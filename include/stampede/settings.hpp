@@ -12,7 +12,10 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace stampede {
@@ -25,6 +28,35 @@ inline constexpr std::string_view default_token_url = "https://global.stampede.a
 
 /// The base URL of Stampede's API.
 inline constexpr std::string_view default_api_url = "https://global.stampede.ai/";
+
+/// Client authentication method at the token endpoint (RFC 6749, section 2.3). Each
+/// request uses exactly the chosen method, and a failure never makes the SDK try another.
+enum class client_auth_method {
+    /// A JSON body `{"client_id", "client_secret", "grant_type", ...}`, as the Stampede
+    /// endpoint expects.
+    json_body,
+
+    /// An `application/x-www-form-urlencoded` body that carries `client_id` and
+    /// `client_secret` next to the other parameters (RFC 6749, section 2.3.1).
+    client_secret_post,
+
+    /// An `Authorization: Basic` header with the client id and secret, each form-encoded
+    /// before base64 as RFC 6749, section 2.3.1 requires, and a form-encoded body without
+    /// them.
+    client_secret_basic,
+};
+
+/// Returns the method's name as the settings and `stampede-token --auth-method` spell it,
+/// which is also its OAuth metadata name (`client_secret_post`, `client_secret_basic`);
+/// `"invalid"` for a value outside the enumeration.
+std::string_view to_string(client_auth_method method) noexcept;
+
+/// Returns the method named `name` (`json_body`, `client_secret_post` or
+/// `client_secret_basic`, in that spelling), or nothing for any other text.
+std::optional<client_auth_method> parse_client_auth_method(std::string_view name) noexcept;
+
+/// Writes `to_string(method)`.
+std::ostream& operator<<(std::ostream& os, client_auth_method method);
 
 /// Transport settings: TLS trust, timeouts and size limits.
 struct transport_settings {
@@ -126,6 +158,30 @@ struct token_source_settings {
 
     /// The token endpoint.
     std::string token_url{default_token_url};
+
+    /// How the client id and secret reach the token endpoint. Servers that follow
+    /// RFC 6749 take `client_secret_basic` or `client_secret_post`; the Stampede endpoint
+    /// takes `json_body`.
+    client_auth_method auth_method = client_auth_method::json_body;
+
+    /// The `scope` parameter: scope tokens separated by single spaces, each made of visible
+    /// ASCII characters other than `"` and `\` (RFC 6749, section 3.3). Empty: not sent.
+    /// A response without `scope` is taken to grant this scope.
+    std::string scope{};
+
+    /// The `audience` parameter, which some servers use to pick the API the token is
+    /// for. Empty: not sent.
+    std::string audience{};
+
+    /// The `resource` parameter (RFC 8707): an absolute URI without a fragment that
+    /// names the API the token is for. Empty: not sent.
+    std::string resource{};
+
+    /// Further request parameters, sent after the standard ones in the same encoding, as
+    /// (name, value) pairs. Names must be unique, non-empty and differ from the parameters
+    /// set above (`grant_type`, `client_id`, `client_secret`, `scope`, `audience`,
+    /// `resource`); names and values must not contain control characters.
+    std::vector<std::pair<std::string, std::string>> extra_parameters{};
 
     transport_settings transport;
 

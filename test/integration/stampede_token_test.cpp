@@ -360,6 +360,47 @@ BOOST_AUTO_TEST_CASE(fifty_runs_send_one_request)
     BOOST_TEST(token_requests() == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(scopes_cached_apart)
+{
+    const run_result read_first = run({"--scope", "guests:read"});
+    BOOST_TEST_REQUIRE(read_first.exit_status == 0, read_first);
+    const run_result write_first = run({"--scope", "guests:read guests:write"});
+    BOOST_TEST_REQUIRE(write_first.exit_status == 0, write_first);
+    const run_result none_first = run();
+    BOOST_TEST_REQUIRE(none_first.exit_status == 0, none_first);
+    BOOST_TEST(token_requests() == 3u);
+    BOOST_TEST(cache_entries().size() == 3u);
+    BOOST_TEST(read_first.out != write_first.out);
+    BOOST_TEST(read_first.out != none_first.out);
+
+    // Each scope reuses its own token, whatever the order of its scope tokens.
+    const run_result read_again = run({"--scope", "guests:read"});
+    const run_result write_again = run({"--scope", "guests:write guests:read"});
+    const run_result none_again = run();
+    BOOST_TEST(read_again.out == read_first.out);
+    BOOST_TEST(write_again.out == write_first.out);
+    BOOST_TEST(none_again.out == none_first.out);
+    BOOST_TEST(token_requests() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(auth_method_cached_apart)
+{
+    const std::string json_token = fetch_token();
+    const run_result explicit_json = run({"--auth-method", "json_body"});
+    BOOST_TEST(explicit_json.exit_status == 0, explicit_json);
+    BOOST_TEST(explicit_json.out == json_token + "\n");
+    BOOST_TEST(token_requests() == 1u);
+
+    // The emulator takes JSON bodies only, so the form-encoded request is rejected. The
+    // failure is not cached and does not touch the json_body entry.
+    const run_result post = run({"--auth-method=client_secret_post"});
+    BOOST_TEST(post.exit_status != 0, post);
+    BOOST_TEST(post.out == "");
+    BOOST_TEST(token_requests() == 2u);
+    BOOST_TEST(cache_entries().size() == 1u);
+    BOOST_TEST(fetch_token() == json_token);
+}
+
 BOOST_AUTO_TEST_CASE(cache_file_private_and_encrypted)
 {
     const std::string token = fetch_token();
@@ -770,6 +811,11 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2)
         {"--token-url"},
         {"--header=yes"},
         {"--token-url", "http://example.com/oauth/token"},
+        {"--auth-method", "basic"},
+        {"--auth-method=client_secret_jwt"},
+        {"--auth-method"},
+        {"--scope", "guests:read  guests:write"},
+        {"--scope", "guests\"read"},
     };
     for (const auto& extra : cases) {
         BOOST_TEST_CONTEXT("first argument: " << extra.front())
@@ -782,12 +828,32 @@ BOOST_AUTO_TEST_CASE(usage_errors_exit_2)
     }
 }
 
+BOOST_AUTO_TEST_CASE(invalid_auth_method_explained)
+{
+    const run_result result = run({"--auth-method", "client-secret-basic"});
+    BOOST_TEST(result.exit_status == 2, result);
+    BOOST_TEST(contains(result.err, "--auth-method has an invalid value"));
+    BOOST_TEST(contains(result.err, "client_secret_basic"));
+    BOOST_TEST(!contains(result.err, "client-secret-basic"));
+    BOOST_TEST(token_requests() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_scope_explained)
+{
+    const run_result result = run({"--scope", " guests:read"});
+    BOOST_TEST(result.exit_status == 2, result);
+    BOOST_TEST(contains(result.err, "scope"));
+    BOOST_TEST(contains(result.err, "single spaces"));
+    BOOST_TEST(token_requests() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(help_documents_options)
 {
     const run_result help = run_with({"--help"}, environment_without_credentials());
     BOOST_TEST(help.exit_status == 0, help);
     for (const char* text :
-         {"--credentials-file", "--client-id", "--token-url", "--ca-file", "--header",
+         {"--credentials-file", "--client-id", "--token-url", "--ca-file", "--auth-method",
+          "json_body", "client_secret_post", "client_secret_basic", "--scope", "--header",
           "--no-cache", "--verbose", "--help", "--version", "STAMPEDE_CLIENT_ID",
           "STAMPEDE_CLIENT_SECRET", "XDG_CACHE_HOME", ".cache/stampede", "Exit status"}) {
         BOOST_TEST(contains(help.out, text), "help text lacks " << text);

@@ -5,9 +5,11 @@
 #define BOOST_TEST_MODULE token_wire
 #include <boost/test/unit_test.hpp>
 
+#include <stampede/detail/form_encoding.hpp>
 #include <stampede/detail/token_wire.hpp>
 #include <stampede/detail/url.hpp>
 #include <stampede/error.hpp>
+#include <stampede/retry.hpp>
 
 #include <boost/beast/http/field.hpp>
 #include <boost/json/parse.hpp>
@@ -114,6 +116,35 @@ std::string percent_encode(std::string_view data, bool lower_case, bool space_as
     return out;
 }
 
+std::string base64_decode(std::string_view data) {
+    std::string out(3 * (data.size() / 4), '\0');
+    const int length = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                       reinterpret_cast<const unsigned char*>(data.data()),
+                                       static_cast<int>(data.size()));
+    BOOST_TEST_REQUIRE(length >= 0);
+    out.resize(static_cast<std::size_t>(length));
+    while (data.ends_with('=')) {
+        data.remove_suffix(1);
+        out.pop_back();
+    }
+    return out;
+}
+
+stampede::failure_kind classify(const parse_result& r) {
+    const stampede::token_source_settings defaults;
+    return stampede::retry_classifier(defaults.retryable_oauth_errors).classify(r.ec, r.diag);
+}
+
+stampede::token_source_settings request_settings(stampede::client_auth_method method) {
+    stampede::token_source_settings settings;
+    settings.client_id = "interop-client";
+    settings.client_secret = stampede::secret_string("s3cr3t");
+    settings.auth_method = method;
+    return settings;
+}
+
+const endpoint_url example_token_url{true, "example.com", "443", "/token"};
+
 struct url_result {
     boost::system::error_code ec;
     endpoint_url url;
@@ -174,6 +205,24 @@ BOOST_AUTO_TEST_CASE(unknown_fields_ignored) {
     BOOST_TEST(!r.ec);
     BOOST_TEST(r.token.access_token.reveal() == "tok-123");
     BOOST_TEST(r.token.scope.empty());
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_200) {
+    const auto r = parse(200,
+                         "access_token=tok-123&token_type=bearer&expires_in=3600&"
+                         "scope=api%3Aread+api%3Awrite&refresh_token=",
+                         "application/x-www-form-urlencoded; charset=utf-8");
+    BOOST_TEST(!r.ec);
+    BOOST_TEST(r.token.access_token.reveal() == "tok-123");
+    BOOST_TEST(r.token.token_type == "Bearer");
+    BOOST_TEST(r.token.scope == "api:read api:write");
+    BOOST_TEST(r.token.expires_in.has_value());
+    BOOST_TEST(r.token.expires_in->count() == 3'600'000);
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_without_token) {
+    const auto r = parse(200, "token_type=Bearer", "Application/X-WWW-Form-URLEncoded");
+    BOOST_TEST(r.ec == make_error_code(client_errc::missing_access_token));
 }
 
 BOOST_AUTO_TEST_CASE(absent_scope_is_empty) {
@@ -484,6 +533,72 @@ BOOST_AUTO_TEST_CASE(content_type_in_message_sanitized) {
     BOOST_TEST(r.diag.client_message().size() < 300u);
 }
 
+BOOST_AUTO_TEST_CASE(plain_text_404_names_token_url) {
+    const auto r = parse(404, "Cannot POST /oauth/token\n", "text/plain; charset=utf-8");
+    BOOST_TEST(r.ec == stampede::make_http_error(404));
+    BOOST_TEST(contains(r.diag.client_message(), "HTTP 404"));
+    BOOST_TEST(contains(r.diag.client_message(), "text/plain"));
+    BOOST_TEST(contains(r.diag.client_message(), "with a body that is not JSON;"));
+    BOOST_TEST(contains(r.diag.client_message(), "check token_url"));
+    BOOST_TEST(r.diag.server_message() == "Cannot POST /oauth/token");
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(oauth_error_404_names_token_url) {
+    const auto r = parse(404, R"({"error":"invalid_request",
+                                  "error_description":"unrecognized route"})");
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_request));
+    BOOST_TEST(contains(r.diag.client_message(), "check token_url"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(invalid_client_401_with_challenge) {
+    auto response = make_response(
+        401, R"({"error":"invalid_client","error_description":"client authentication failed"})");
+    response.set(http::field::www_authenticate,
+                 "Basic realm=\"https://127.0.0.1:8443\", error=\"invalid_client\"");
+    const auto r = parse(response);
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_client));
+    BOOST_TEST(contains(r.diag.client_message(), "WWW-Authenticate \"Basic realm="));
+    BOOST_TEST(contains(r.diag.client_message(), "check client_id and client_secret"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(challenge_without_body_is_permanent) {
+    auto response = make_response(401, "", "");
+    response.set(http::field::www_authenticate, "Basic realm=\"Service\"");
+    const auto r = parse(response);
+    BOOST_TEST(r.ec == stampede::make_http_error(401));
+    BOOST_TEST(contains(r.diag.client_message(), "WWW-Authenticate \"Basic realm="));
+    BOOST_TEST(contains(r.diag.client_message(), "Service"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(challenge_ignored_outside_401) {
+    auto response = make_response(400, R"({"error":"invalid_client"})");
+    response.set(http::field::www_authenticate, "Basic realm=\"Service\"");
+    const auto r = parse(response);
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_client));
+    BOOST_TEST(!contains(r.diag.client_message(), "WWW-Authenticate"));
+    BOOST_TEST((classify(r) == stampede::failure_kind::permanent));
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_error) {
+    const auto r = parse(400, "error=invalid_scope&error_description=scope+admin+is%20unknown",
+                         "application/x-www-form-urlencoded");
+    BOOST_TEST(r.ec == make_error_code(oauth_errc::invalid_scope));
+    BOOST_TEST(r.diag.server_error_code() == "invalid_scope");
+    BOOST_TEST(r.diag.server_message() == "scope admin is unknown");
+}
+
+BOOST_AUTO_TEST_CASE(form_encoded_malformed) {
+    const auto r = parse(200, "access_token=tok%zz&token_type=Bearer",
+                         "application/x-www-form-urlencoded");
+    BOOST_TEST(r.ec == make_error_code(client_errc::malformed_response));
+    BOOST_TEST(contains(r.diag.client_message(), "form-encoded body that is not valid"));
+    BOOST_TEST(r.token.access_token.empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(token_request)
@@ -535,6 +650,89 @@ BOOST_AUTO_TEST_CASE(nasty_credentials_round_trip) {
                        "client_credentials");
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(json_body_with_parameters) {
+    auto settings = request_settings(stampede::client_auth_method::json_body);
+    settings.scope = "api:read api:write";
+    settings.audience = "https://api.example.com/";
+    settings.resource = "urn:example:api";
+    settings.extra_parameters = {{"tenant", "acme"}, {"note", "a&b=c d"}};
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request[http::field::content_type] == "application/json");
+    BOOST_TEST(request.count(http::field::authorization) == 0u);
+    BOOST_TEST(request.body() ==
+               R"({"client_id":"interop-client","client_secret":"s3cr3t",)"
+               R"("grant_type":"client_credentials","scope":"api:read api:write",)"
+               R"("audience":"https://api.example.com/","resource":"urn:example:api",)"
+               R"("tenant":"acme","note":"a&b=c d"})");
+}
+
+BOOST_AUTO_TEST_CASE(client_secret_post_shape) {
+    auto settings = request_settings(stampede::client_auth_method::client_secret_post);
+    settings.scope = "api:read api:write";
+    settings.extra_parameters = {{"tenant", "acme"}};
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request.method() == http::verb::post);
+    BOOST_TEST(request.target() == "/token");
+    BOOST_TEST(request[http::field::content_type] == "application/x-www-form-urlencoded");
+    BOOST_TEST(request[http::field::accept] == "application/json");
+    BOOST_TEST(request[http::field::content_length] == std::to_string(request.body().size()));
+    BOOST_TEST(request.count(http::field::authorization) == 0u);
+    BOOST_TEST(request.body() ==
+               "grant_type=client_credentials&client_id=interop-client&client_secret=s3cr3t&"
+               "scope=api%3Aread+api%3Awrite&tenant=acme");
+}
+
+BOOST_AUTO_TEST_CASE(client_secret_basic_shape) {
+    auto settings = request_settings(stampede::client_auth_method::client_secret_basic);
+    settings.audience = "https://api.example.com/";
+    settings.resource = "urn:example:api";
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request[http::field::content_type] == "application/x-www-form-urlencoded");
+    BOOST_TEST(request[http::field::authorization] ==
+               "Basic " + base64("interop-client:s3cr3t"));
+    BOOST_TEST(request.body() ==
+               "grant_type=client_credentials&audience=https%3A%2F%2Fapi.example.com%2F&"
+               "resource=urn%3Aexample%3Aapi");
+    BOOST_TEST(!contains(request.body(), "client_id"));
+    BOOST_TEST(!contains(request.body(), "s3cr3t"));
+}
+
+BOOST_AUTO_TEST_CASE(basic_credentials_form_encoded_first) {
+    auto settings = request_settings(stampede::client_auth_method::client_secret_basic);
+    settings.client_id = "id:with space";
+    settings.client_secret = stampede::secret_string("a:b%c+d/e&f=g h~\xc3\xa9");
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    const std::string_view header = request[http::field::authorization];
+    BOOST_TEST_REQUIRE(header.starts_with("Basic "));
+    BOOST_TEST(base64_decode(header.substr(6)) ==
+               "id%3Awith+space:a%3Ab%25c%2Bd%2Fe%26f%3Dg+h~%C3%A9");
+}
+
+BOOST_AUTO_TEST_CASE(post_credentials_decode_exactly) {
+    const std::string secret = "a:b%c+d/e&f=g h~\xc3\xa9";
+    auto settings = request_settings(stampede::client_auth_method::client_secret_post);
+    settings.client_id = "id&x=y";
+    settings.client_secret = stampede::secret_string(secret);
+    settings.extra_parameters = {{"odd name", "v=1&w=2 +"}};
+
+    const auto request = stampede::detail::make_token_request(example_token_url, settings);
+    BOOST_TEST(request.body() ==
+               "grant_type=client_credentials&client_id=id%26x%3Dy&"
+               "client_secret=a%3Ab%25c%2Bd%2Fe%26f%3Dg+h~%C3%A9&odd+name=v%3D1%26w%3D2+%2B");
+
+    boost::system::error_code ec;
+    const auto fields = stampede::detail::parse_form_urlencoded(request.body(), ec);
+    BOOST_TEST(!ec);
+    BOOST_TEST(fields.size() == 4u);
+    BOOST_TEST(std::string_view(fields.at("client_id").as_string()) == "id&x=y");
+    BOOST_TEST(std::string_view(fields.at("client_secret").as_string()) == secret);
+    BOOST_TEST(std::string_view(fields.at("odd name").as_string()) == "v=1&w=2 +");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -9,6 +9,7 @@
 #include <stampede/logger.hpp>
 #include <stampede/secret_string.hpp>
 #include <stampede/settings.hpp>
+#include <stampede/token_cache_key.hpp>
 #include <stampede/token_source.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -73,10 +74,11 @@ enum exit_status : int {
 
 constexpr std::string_view help_text = R"(Usage: stampede-token [OPTIONS]
 
-Prints an OAuth 2.0 access token for the Stampede API and a newline to standard
-output. The token comes from the client-credentials grant at the token endpoint,
-or from the token cache while the cached one stays valid. Nothing else is
-written to standard output.
+Prints an OAuth 2.0 access token for the Stampede API, or for another server's
+client-credentials grant (see --token-url and --auth-method), and a newline to
+standard output. The token comes from the client-credentials grant at the token
+endpoint, or from the token cache while the cached one stays valid. Nothing
+else is written to standard output.
 
 Options:
   --credentials-file FILE  Read the client id and secret from FILE instead of
@@ -88,6 +90,15 @@ Options:
                            Plain http:// is accepted only for loopback hosts.
   --ca-file FILE           Trust the PEM certificate authorities in FILE
                            instead of the system store.
+  --auth-method METHOD     How the client id and secret are sent: json_body
+                           (a JSON body, as the Stampede endpoint expects),
+                           client_secret_post (a form-encoded body) or
+                           client_secret_basic (an HTTP Basic Authorization
+                           header). Default: json_body. Servers that follow
+                           RFC 6749 take client_secret_basic or
+                           client_secret_post.
+  --scope SCOPE            Request SCOPE, a space-separated list of scope
+                           tokens (quote it in the shell). Default: none.
   --header                 Print "authorization: Bearer TOKEN" instead of the
                            bare token.
   --no-cache               Neither read nor write the token cache: request a
@@ -117,7 +128,8 @@ Credentials file:
 
 Token cache:
   $XDG_CACHE_HOME/stampede/ (or ~/.cache/stampede/), created with mode 0700,
-  holds one file of mode 0600 per token URL and client id. Its contents are
+  holds one file of mode 0600 per token URL, client id, authentication method
+  and scope, so runs with different scopes never share a token. Its contents are
   encrypted and authenticated with AES-256-GCM under a key derived from the
   client secret, so the file never holds the token in clear. A cached token is
   used while more than 60 s, or a tenth of its lifetime if that is longer,
@@ -155,6 +167,8 @@ struct command_line {
     std::string ca_file;
     std::string credentials_file;
     std::string client_id;
+    stampede::client_auth_method auth_method = stampede::client_auth_method::json_body;
+    std::string scope;
     bool header = false;
     bool verbose = false;
     bool no_cache = false;
@@ -216,6 +230,17 @@ std::string displayed_option(std::string_view name, int position)
 
 // Command line
 
+// The value is not repeated in the message, because it might be a secret pasted in the
+// wrong place.
+stampede::client_auth_method parse_auth_method(const std::string& value)
+{
+    if (const auto method = stampede::parse_client_auth_method(value)) {
+        return *method;
+    }
+    throw usage_error("option --auth-method has an invalid value; use json_body, "
+                      "client_secret_post or client_secret_basic");
+}
+
 command_line parse_command_line(int argc, char** argv)
 {
     command_line options;
@@ -260,6 +285,10 @@ command_line parse_command_line(int argc, char** argv)
             options.credentials_file = value();
         } else if (name == "--client-id") {
             options.client_id = value();
+        } else if (name == "--auth-method") {
+            options.auth_method = parse_auth_method(value());
+        } else if (name == "--scope") {
+            options.scope = value();
         } else if (name == "--header") {
             flag(options.header);
         } else if (name == "--verbose") {
@@ -449,6 +478,8 @@ stampede::token_source_settings make_settings(const command_line& options, crede
     settings.client_id = std::move(creds.client_id);
     settings.client_secret = std::move(creds.client_secret);
     settings.token_url = options.token_url;
+    settings.auth_method = options.auth_method;
+    settings.scope = options.scope;
     settings.transport.ca_file = options.ca_file;
     settings.transport.request_timeout = std::chrono::seconds(15);
     settings.backoff.max_attempts = 3;
@@ -558,6 +589,9 @@ std::string advice_for(int status, const stampede::diagnostics& diag)
     case exit_usage:
         return "Check the options, see --help.";
     case exit_rejected:
+        if (diag.server_error_code() == "invalid_scope") {
+            return "Check --scope against the scopes the client may request.";
+        }
         return "Check the client id and secret (STAMPEDE_CLIENT_ID and STAMPEDE_CLIENT_SECRET, "
                "or the credentials file).";
     case exit_rate_limited: {
@@ -735,8 +769,9 @@ std::optional<token_cache_file> open_cache(const command_line& options,
         }
         return std::nullopt;
     }
-    return std::make_optional<token_cache_file>(std::move(directory), settings.token_url,
-                                                settings.client_id, settings.client_secret, lg);
+    return std::make_optional<token_cache_file>(std::move(directory),
+                                                stampede::token_cache_key(settings),
+                                                settings.client_secret, lg);
 }
 
 // Returns the cached token when it is fresh enough to hand out.

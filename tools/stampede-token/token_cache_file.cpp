@@ -197,14 +197,13 @@ private:
     std::size_t left_;
 };
 
-// The (token URL, client id) pair, length-prefixed so that no two pairs encode alike.
-// It names the file and is bound into the key and the authenticated data.
-bytes encode_context(std::string_view token_url, std::string_view client_id)
+// The cache key, length-prefixed. It names the file and is bound into the file key and
+// the authenticated data.
+bytes encode_context(std::string_view cache_key)
 {
     bytes out;
     bytes_appender appender{out};
-    append_field(appender, token_url);
-    append_field(appender, client_id);
+    append_field(appender, cache_key);
     return out;
 }
 
@@ -555,16 +554,14 @@ std::filesystem::path default_cache_directory()
     return {};
 }
 
-token_cache_file::token_cache_file(std::filesystem::path directory, std::string token_url,
-                                   std::string client_id, secret_string client_secret,
-                                   logger lg)
+token_cache_file::token_cache_file(std::filesystem::path directory, std::string cache_key,
+                                   secret_string client_secret, logger lg)
     : directory_(std::move(directory))
-    , token_url_(std::move(token_url))
-    , client_id_(std::move(client_id))
+    , cache_key_(std::move(cache_key))
     , client_secret_(std::move(client_secret))
     , logger_(std::move(lg))
 {
-    path_ = directory_ / (sha256_hex(encode_context(token_url_, client_id_)) + ".token");
+    path_ = directory_ / (sha256_hex(encode_context(cache_key_)) + ".token");
 }
 
 std::optional<cached_token> token_cache_file::load() const
@@ -592,7 +589,7 @@ std::optional<cached_token> token_cache_file::load() const
     const unsigned char* salt = header + file_magic.size() + 1;
     const unsigned char* nonce = salt + salt_size;
 
-    const bytes context = encode_context(token_url_, client_id_);
+    const bytes context = encode_context(cache_key_);
     secure_buffer key(key_size);
     if (!derive_key(client_secret_, salt, context, key)) {
         return reject("HKDF-SHA256 key derivation failed in OpenSSL");
@@ -631,7 +628,7 @@ bool token_cache_file::store(const cached_token& token) const
         return fail("the OpenSSL random generator failed");
     }
 
-    const bytes context = encode_context(token_url_, client_id_);
+    const bytes context = encode_context(cache_key_);
     secure_buffer key(key_size);
     if (!derive_key(client_secret_, salt.data(), context, key)) {
         return fail("HKDF-SHA256 key derivation failed in OpenSSL");

@@ -1,5 +1,6 @@
-// The encrypted token cache of stampede-token: one file per (token URL, client id), so
-// that a tool run once per shell command does not request a token every time.
+// The encrypted token cache of stampede-token: one file per token cache key (token URL,
+// client id, authentication method and request parameters), so that a tool run once per
+// shell command does not request a token every time.
 
 #ifndef STAMPEDE_TOKEN_CACHE_FILE_HPP
 #define STAMPEDE_TOKEN_CACHE_FILE_HPP
@@ -45,17 +46,19 @@ std::int64_t unix_now_ms() noexcept;
 /// `$HOME/.cache/stampede`, or an empty path when HOME is not set either.
 std::filesystem::path default_cache_directory();
 
-/// The cache file of one (token URL, client id) pair in `directory`.
+/// The cache file of one cache key in `directory`. The key comes from
+/// `stampede::token_cache_key`, so runs that request different scopes, audiences,
+/// resources or authentication methods never share a token.
 ///
-/// The file is named by the hex SHA-256 of the pair and holds:
+/// The file is named by the hex SHA-256 of the length-prefixed key and contains:
 ///
 ///     magic "STMPTOKC" (8 bytes) | format version 1 (1 byte) | salt (32 bytes)
 ///     | nonce (12 bytes) | AES-256-GCM ciphertext | GCM tag (16 bytes)
 ///
-/// The key is HKDF-SHA256 of the client secret with the per-file salt and an info string
-/// naming the format version, token URL and client id. The header and the (token URL,
-/// client id) pair are the additional authenticated data, so a file written for another
-/// endpoint, client or secret fails authentication and is ignored.
+/// The file key is HKDF-SHA256 of the client secret with the per-file salt and an info
+/// string naming the format version and the cache key. The header and the cache key are
+/// the additional authenticated data, so a file written for other settings or another
+/// secret fails authentication and is ignored.
 ///
 /// The directory is created with mode 0700 and the file written with mode 0600. Each
 /// write goes to a temporary file in the same directory, which is synced and then renamed
@@ -69,8 +72,8 @@ std::filesystem::path default_cache_directory();
 class token_cache_file {
 public:
     /// Throws `std::runtime_error` when OpenSSL provides no SHA-256 to name the file.
-    token_cache_file(std::filesystem::path directory, std::string token_url,
-                     std::string client_id, secret_string client_secret, logger lg);
+    token_cache_file(std::filesystem::path directory, std::string cache_key,
+                     secret_string client_secret, logger lg);
 
     /// Returns the path of the cache file.
     const std::filesystem::path& path() const noexcept { return path_; }
@@ -85,8 +88,7 @@ public:
 private:
     std::filesystem::path directory_;
     std::filesystem::path path_;
-    std::string token_url_;
-    std::string client_id_;
+    std::string cache_key_;
     secret_string client_secret_;
     logger logger_;
 };

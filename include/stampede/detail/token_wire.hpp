@@ -61,10 +61,19 @@ struct token_response {
     std::optional<std::chrono::milliseconds> expires_in;
 };
 
-/// Builds the token request: `POST` to `url.target` with `Content-Type` and `Accept`
-/// `application/json`, and the JSON body
-/// `{"client_id","client_secret","grant_type":"client_credentials"}` serialized with
-/// Boost.JSON. Every fetch (first, refresh, retry) builds its request here.
+/// Builds the token request: `POST` to `url.target` with `Accept: application/json`. The
+/// client authenticates by `settings.auth_method` alone. The parameters are
+/// `grant_type=client_credentials`, then `scope`, `audience` and `resource` when set, then
+/// `extra_parameters`, encoded as follows:
+///
+/// - `json_body`: a JSON object with `client_id`, `client_secret` and the parameters as
+///   string members, serialized with Boost.JSON.
+/// - `client_secret_post`: a form-encoded body with `client_id` and `client_secret` after
+///   `grant_type`.
+/// - `client_secret_basic`: `Authorization: Basic` over the form-encoded id and secret
+///   joined by `:`, and a form-encoded body without them.
+///
+/// Every fetch (first, refresh, retry) builds its request here.
 http_request make_token_request(const endpoint_url& url, const token_source_settings& settings);
 
 /// Interprets a token endpoint response.
@@ -75,7 +84,10 @@ http_request make_token_request(const endpoint_url& url, const token_source_sett
 ///   success. `expires_in` may be an integer, a fraction (kept to the millisecond) or a
 ///   string of digits with an optional fraction and no sign, exponent or spaces.
 ///   Unknown fields are ignored, as is a `scope` that is not a string. `Content-Type`
-///   parameters such as `charset` are accepted, and JSON is parsed whatever the type.
+///   parameters such as `charset` are accepted, and JSON is parsed whatever the type,
+///   except `application/x-www-form-urlencoded`: such a body is read as form fields, each
+///   a string (so `expires_in=3600` is accepted), and is `malformed_response` when it is
+///   not valid form encoding.
 /// - Any status whose JSON body has a string `error`: the matching `oauth_errc`, with the
 ///   raw code and `error_description` in `diag` (a 200 carrying `error` included).
 /// - 2xx without a usable `access_token`: `client_errc::missing_access_token`.
@@ -85,8 +97,9 @@ http_request make_token_request(const endpoint_url& url, const token_source_sett
 /// - A non-2xx status without an OAuth error: `make_http_error(status)`.
 /// - A body that is not JSON (HTML, text, empty, truncated) or not a JSON object on a 2xx:
 ///   `malformed_response`.
-/// The client message names the status and content type; the server message holds the
-/// sanitized `error_description` or a short body preview. `Retry-After` (seconds or
+/// The client message names the status and content type, and for a 401 the
+/// `WWW-Authenticate` challenge; the server message contains the sanitized
+/// `error_description` or a short body preview. `Retry-After` (seconds or
 /// HTTP-date) is stored with `diag.set_retry_after`.
 boost::system::error_code parse_token_response(const http_response& response,
                                                const redactor& secrets,
