@@ -13,6 +13,8 @@
 #include "../support/fake_fetcher.hpp"
 
 #include <stampede/detail/token_schedule.hpp>
+#include <stampede/detail/token_wire.hpp>
+#include <stampede/detail/url.hpp>
 #include <stampede/error.hpp>
 #include <stampede/settings.hpp>
 #include <stampede/token_source.hpp>
@@ -25,6 +27,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 namespace {
 
@@ -58,6 +61,20 @@ const std::map<std::string_view, setter>& setters()
             in.settings.client_secret = secret_string(v);
         };
         t["token_url"] = [](fuzzed_input& in, const std::string& v) { in.settings.token_url = v; };
+        t["auth_method"] = [](fuzzed_input& in, const std::string& v) {
+            in.settings.auth_method =
+                stampede::parse_client_auth_method(v).value_or(stampede::client_auth_method{
+                    static_cast<std::underlying_type_t<stampede::client_auth_method>>(v.size())});
+        };
+        t["scope"] = [](fuzzed_input& in, const std::string& v) { in.settings.scope = v; };
+        t["audience"] = [](fuzzed_input& in, const std::string& v) { in.settings.audience = v; };
+        t["resource"] = [](fuzzed_input& in, const std::string& v) { in.settings.resource = v; };
+        t["extra_parameter"] = [](fuzzed_input& in, const std::string& v) {
+            const auto equals = v.find('=');
+            in.settings.extra_parameters.emplace_back(v.substr(0, equals),
+                                                      equals == std::string::npos ? std::string()
+                                                                                  : v.substr(equals + 1));
+        };
         t["transport.allow_insecure_http"] = [](fuzzed_input& in, const std::string& v) {
             in.settings.transport.allow_insecure_http = v == "true";
         };
@@ -202,6 +219,24 @@ void check_schedule(const fuzzed_input& in)
                 "the schedule is out of order");
 }
 
+// Builds the token request that valid settings produce: it must be a POST whose header
+// values contain no line breaks, whatever the parameters hold.
+void check_request(const fuzzed_input& in)
+{
+    detail::endpoint_url url;
+    diagnostics diag;
+    if (detail::parse_endpoint_url(in.settings.token_url, "token_url", in.settings.transport, url,
+                                   diag)) {
+        fuzz::fail("validate() accepted a token_url that parse_endpoint_url rejects");
+    }
+    const auto request = detail::make_token_request(url, in.settings);
+    fuzz::check(request.method() == boost::beast::http::verb::post, "the request is not a POST");
+    for (const auto& field : request) {
+        fuzz::check(field.value().find_first_of("\r\n") == std::string_view::npos,
+                    "a request header contains a line break");
+    }
+}
+
 // Builds a source whose scripted fetcher returns `result`, makes one call, and runs the
 // source until the call completes. Nothing waits, because the first request passes the
 // rate limiter and the fetcher completes at once.
@@ -261,6 +296,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
 
     check_schedule(in);
+    check_request(in);
     check_source_runs(in);
     return 0;
 }
