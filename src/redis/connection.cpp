@@ -48,7 +48,8 @@ struct pending_command {
         payload.clear();
     }
 
-    std::string payload; // empty for a connect probe
+    std::string payload; // cleared once written
+    bool probe = false;  // a connect probe, completed once a connection is open
     bool sensitive = false;
     asio::steady_timer event;
     bool done = false;
@@ -163,6 +164,7 @@ asio::awaitable<std::tuple<error_code, reply>> connection_impl::enqueue(std::str
     }
 
     auto p = std::make_shared<pending_command>(strand_);
+    p->probe = payload.empty();
     p->payload = std::move(payload);
     p->sensitive = sensitive;
     queue_.push_back(p);
@@ -203,7 +205,7 @@ void connection_impl::finish(const pending_ptr& p, error_code ec, reply r)
 void connection_impl::fail_all(std::deque<pending_ptr>& list, error_code ec)
 {
     for (const pending_ptr& p : list) {
-        if (!p->abandoned && !p->payload.empty()) {
+        if (!p->abandoned && !p->done && !p->probe) {
             failed_commands_.fetch_add(1, std::memory_order_relaxed);
         }
         finish(p, ec, reply());
@@ -230,7 +232,7 @@ asio::awaitable<void> connection_impl::run(std::shared_ptr<connection_impl> self
             if (p->abandoned) {
                 continue;
             }
-            if (p->payload.empty()) {
+            if (p->probe) {
                 finish(p, {}, reply());
                 continue;
             }

@@ -140,8 +140,11 @@ asio::awaitable<error_code> link::open(const config& cfg, std::string& detail)
                  connect_ec.message();
         co_return connect_ec;
     }
+    // Keepalive lets an idle subscriber connection notice a peer that vanished without
+    // closing it, after the kernel's keepalive time (2 hours by default on Linux).
     error_code ignored;
     socket().set_option(tcp::no_delay(true), ignored);
+    socket().set_option(asio::socket_base::keep_alive(true), ignored);
 
     if (tls_) {
         if (error_code ec = co_await handshake(cfg, detail)) {
