@@ -53,9 +53,20 @@ public:
             make_certificate("server");
             make_certificate("other");
         }
-        port_ = free_port();
-        write_config();
-        start();
+        // Another process may take the free port before the server binds it, so a failed
+        // first start is retried on a new port.
+        for (int attempt = 1;; ++attempt) {
+            port_ = free_port();
+            write_config();
+            try {
+                start();
+                return;
+            } catch (const std::runtime_error&) {
+                if (attempt == 3) {
+                    throw;
+                }
+            }
+        }
     }
 
     ~redis_server()
