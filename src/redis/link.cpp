@@ -126,8 +126,11 @@ void link::close() noexcept
 
 asio::awaitable<error_code> link::open(const config& cfg, std::string& detail)
 {
-    auto [resolve_ec, endpoints] = co_await resolver_.async_resolve(
-        cfg.host, std::to_string(cfg.port), asio::as_tuple(asio::use_awaitable));
+    // The port string is a named local, because GCC 12 may byte-copy a temporary that
+    // appears inside a co_await expression.
+    const std::string port = std::to_string(cfg.port);
+    auto [resolve_ec, endpoints] =
+        co_await resolver_.async_resolve(cfg.host, port, asio::as_tuple(asio::use_awaitable));
     if (resolve_ec) {
         detail = "cannot resolve '" + cfg.host + "': " + resolve_ec.message();
         co_return resolve_ec;
