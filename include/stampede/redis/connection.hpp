@@ -101,8 +101,8 @@ public:
 
     /// Opens the connection now if it is not open, for example to report a wrong
     /// password at start-up. Completion signature: `void(boost::system::error_code)`,
-    /// with the errors of `async_execute` other than `server_error`. Cancellation and
-    /// handler executor: as `async_execute`.
+    /// with the errors of `async_execute`. Cancellation and handler executor: as
+    /// `async_execute`.
     template <class CompletionToken = boost::asio::deferred_t>
     auto async_connect(CompletionToken&& token = CompletionToken{})
     {
