@@ -4,11 +4,13 @@
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Packages every build needs.
+# Packages every build needs. libhiredis-dev builds stampede::redis (fleet mode), and
+# the tests labelled "redis" start their own redis-server on loopback.
 base_packages=(
     g++ cmake ninja-build pkg-config openssl ca-certificates
     libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
     libssl-dev
+    libhiredis-dev redis-server
 )
 
 # Installs the given Debian packages that are not installed yet.
