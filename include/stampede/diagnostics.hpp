@@ -64,13 +64,31 @@ class error_with_diagnostics : public boost::system::system_error {
 public:
     error_with_diagnostics(const boost::system::error_code& ec, diagnostics diag)
         : boost::system::system_error(ec, diag.client_message())
+        , what_(make_what(ec, diag.client_message()))
         , diagnostics_(std::move(diag))
     {
     }
 
     const diagnostics& get_diagnostics() const noexcept { return diagnostics_; }
 
+    /// Returns `client_message(): code message [category:value]`, or the code's part alone
+    /// when there is no client message.
+    const char* what() const noexcept override { return what_.c_str(); }
+
 private:
+    static std::string make_what(const boost::system::error_code& ec, std::string message)
+    {
+        if (message.empty()) {
+            return ec.what();
+        }
+        // "... without a request." followed by ": invalid_client" reads badly.
+        if (message.back() == '.') {
+            message.pop_back();
+        }
+        return message + ": " + ec.what();
+    }
+
+    std::string what_;
     diagnostics diagnostics_;
 };
 

@@ -85,11 +85,12 @@ Options:
                            the environment (format below).
   --client-id ID           Use ID as the client id instead of the one from the
                            environment or FILE.
-  --token-url URL          Token endpoint. Default:
-                           https://global.stampede.ai/oauth/token
+  --token-url URL          Token endpoint. Default: $STAMPEDE_TOKEN_URL if set,
+                           else https://global.stampede.ai/oauth/token
                            Plain http:// is accepted only for loopback hosts.
   --ca-file FILE           Trust the PEM certificate authorities in FILE
-                           instead of the system store.
+                           instead of the system store. Default:
+                           $STAMPEDE_CA_FILE if set.
   --auth-method METHOD     How the client id and secret are sent: json_body
                            (a JSON body, as the Stampede endpoint expects),
                            client_secret_post (a form-encoded body) or
@@ -241,9 +242,23 @@ stampede::client_auth_method parse_auth_method(const std::string& value)
                       "client_secret_post or client_secret_basic");
 }
 
+// Returns the defaults, with the token URL and CA file taken from the same variables as
+// the examples use. The options override them.
+command_line defaults_from_environment()
+{
+    command_line defaults;
+    if (const char* url = std::getenv("STAMPEDE_TOKEN_URL"); url != nullptr && *url != '\0') {
+        defaults.token_url = url;
+    }
+    if (const char* file = std::getenv("STAMPEDE_CA_FILE"); file != nullptr && *file != '\0') {
+        defaults.ca_file = file;
+    }
+    return defaults;
+}
+
 command_line parse_command_line(int argc, char** argv)
 {
-    command_line options;
+    command_line options = defaults_from_environment();
     for (int i = 1; i < argc; ++i) {
         const std::string_view argument = argv[i];
         std::string_view name = argument;
@@ -588,12 +603,21 @@ std::string advice_for(int status, const stampede::diagnostics& diag)
     switch (status) {
     case exit_usage:
         return "Check the options, see --help.";
-    case exit_rejected:
-        if (diag.server_error_code() == "invalid_scope") {
+    case exit_rejected: {
+        const std::string& code = diag.server_error_code();
+        if (code == "invalid_scope") {
             return "Check --scope against the scopes the client may request.";
         }
-        return "Check the client id and secret (STAMPEDE_CLIENT_ID and STAMPEDE_CLIENT_SECRET, "
-               "or the credentials file).";
+        if (diag.http_status() == 404 || diag.http_status() == 405) {
+            return "Check --token-url: the server has no token endpoint there.";
+        }
+        if (code == "invalid_request" || code == "unsupported_grant_type") {
+            return "Check --auth-method: the server may expect another way of sending the "
+                   "credentials.";
+        }
+        return "The client id and secret come from STAMPEDE_CLIENT_ID and "
+               "STAMPEDE_CLIENT_SECRET, or from the credentials file.";
+    }
     case exit_rate_limited: {
         std::string advice = "The token endpoint allows about 20 requests per minute. ";
         if (const auto delay = diag.retry_after()) {
