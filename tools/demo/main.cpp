@@ -159,6 +159,13 @@ int parse_options(int argc, char** argv, demo_options& o)
                       << "'\n";
             return 2;
         }
+        const bool whole_number_option =
+            arg == "--callers" || arg == "--threads" || arg == "--api-requests";
+        if (whole_number_option && number != std::floor(number)) {
+            std::cerr << "stampede-demo: " << arg << " expects a whole number, got '" << value
+                      << "'\n";
+            return 2;
+        }
         if (arg == "--callers") {
             o.callers = static_cast<int>(number);
         } else if (arg == "--token-lifetime") {
@@ -283,8 +290,13 @@ int main(int argc, char** argv)
     stampede::emulator::server server(emulator_options);
     server.start();
     if (!opts.json) {
-        std::cout << "emulator: " << server.token_url() << " (TLS, certificate "
-                  << emulator_options.cert_out << ")\n";
+        std::cout << "emulator: " << server.token_url() << " (TLS on loopback, tokens live "
+                  << opts.token_lifetime_s << " s)\n"
+                  << "scenario: " << opts.callers << " callers ask for a token at once, then "
+                  << "each calls token() every 50 ms for " << opts.duration_s
+                  << " s on " << opts.threads << (opts.threads == 1 ? " thread" : " threads")
+                  << "; halfway through, the emulator revokes the token and "
+                  << opts.api_requests << " API requests recover from the 401\n\n";
     }
 
     asio::io_context ctx;
@@ -361,7 +373,7 @@ int main(int argc, char** argv)
         std::cout << boost::json::serialize(out) << '\n';
     } else {
         std::cout << "callers served:          " << results.callers_served.load() << " of "
-                  << opts.callers << " (" << opts.threads << " threads)\n"
+                  << opts.callers << "\n"
                   << "token requests (server): " << emulator_stats.token_requests << " ("
                   << "first fetch, " << source_stats.refreshes_ahead << " refreshes ahead, "
                   << source_stats.invalidations << " after the revoked token was invalidated, "
