@@ -151,6 +151,19 @@ public:
         waited = true;
         waiter self(strand_);
         const auto position = waiters_.insert(waiters_.end(), &self);
+        // Leaves the queue if this frame is destroyed while waiting, as when its io_context
+        // is destroyed, so that `release` never hands a connection to a dead frame.
+        struct registration {
+            std::list<waiter*>& queue;
+            std::list<waiter*>::iterator position;
+            const waiter& self;
+            ~registration()
+            {
+                if (self.granted == nullptr && !self.left) {
+                    queue.erase(position);
+                }
+            }
+        } guard{waiters_, position, self};
         log(logger_, log_level::trace, [&] {
             return "waiting for one of " + std::to_string(max_) + " API connections (" +
                    std::to_string(waiters_.size()) + " waiting)";
@@ -164,6 +177,7 @@ public:
             co_return error_code{};
         }
         waiters_.erase(position);
+        self.left = true;
         co_return asio::error::operation_aborted;
     }
 
@@ -202,6 +216,7 @@ private:
 
         asio::steady_timer timer;
         http_connection* granted = nullptr;
+        bool left = false; ///< removed itself from the queue after a cancellation
     };
 
     api_strand strand_;
@@ -754,7 +769,7 @@ error_code api_client_impl::finish_success(const attempt_state& state, http_resp
         std::string(http::to_string(state.spec.method)) + " " + std::string(state.path) +
         ": the HTTP " + std::to_string(out.status) + " response body is not valid JSON (" +
         ec.message() + ", Content-Type '" +
-        sanitize_server_text(out.headers[http::field::content_type], {}, 80) + "')");
+        sanitize_server_text(out.headers[http::field::content_type], secrets, 80) + "')");
     out.json() = nullptr;
     return client_errc::malformed_response;
 }

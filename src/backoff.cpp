@@ -121,6 +121,10 @@ bool backoff_policy::attempts_exhausted(unsigned failed_attempts) const noexcept
 milliseconds backoff_policy::ceiling(unsigned failed_attempts) const noexcept {
     // Computed in double, so a large attempt count reaches infinity instead of
     // overflowing, and std::min then picks max_delay.
+    // An initial delay of 0 stays 0: 0 times an infinite power would be NaN.
+    if (settings_.initial_delay.count() == 0) {
+        return settings_.min_delay;
+    }
     const double grown = static_cast<double>(settings_.initial_delay.count()) *
                          std::pow(settings_.multiplier, static_cast<double>(failed_attempts - 1));
     const double capped = std::min(grown, static_cast<double>(settings_.max_delay.count()));

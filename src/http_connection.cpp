@@ -211,7 +211,16 @@ struct http_connection::impl {
         , origin(std::move(url))
         , transport(std::move(settings))
         , tls(std::move(context))
-        , lg(std::move(log)) {}
+        , lg(std::move(log))
+        , buffer(read_buffer_limit(transport)) {}
+
+    // The read buffer holds the headers, and then each chunk line and trailer of a chunked
+    // body, so it needs the header limit and one read's worth more. Beast 1.81 applies no
+    // limit of its own to chunk extensions and trailers, so without this bound a hostile
+    // server could grow the buffer until memory runs out.
+    static std::size_t read_buffer_limit(const transport_settings& t) {
+        return t.max_header_bytes + 64 * 1024;
+    }
 
     // Time left for one phase: the phase's own timeout or what is left of the request
     // timeout, whichever ends first.
@@ -643,6 +652,14 @@ http_connection::impl::exchange(http_request& request, http_response& response, 
                                            " exceed " + std::to_string(transport.max_header_bytes) +
                                            " bytes (transport.max_header_bytes)",
                                        make_error_code(client_errc::header_too_large));
+            } else if (read_ec == http::error::buffer_overflow && !abort_requested) {
+                result.ec =
+                    set_client_message(diag,
+                                       "a header, chunk line or trailer in the response from " +
+                                           origin.authority() + " exceeds " +
+                                           std::to_string(transport.max_header_bytes) +
+                                           " bytes (transport.max_header_bytes)",
+                                       make_error_code(client_errc::header_too_large));
             } else if (read_ec == http::error::body_limit && !abort_requested) {
                 result.ec =
                     set_client_message(diag,
@@ -775,7 +792,8 @@ void http_connection::impl::close_stream() {
     if (plain) {
         plain->close();
     }
-    buffer.clear();
+    // The buffer is cleared by the next connect, not here: a read in progress may still
+    // be parsing from it when close() runs on behalf of shutdown().
     open = false;
 }
 

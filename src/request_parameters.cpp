@@ -216,10 +216,12 @@ void print_request_parameters(std::ostream& os, const token_source_settings& set
         os << ", resource=" << settings.resource;
     }
     if (!settings.extra_parameters.empty()) {
+        // Values are not printed: an extra parameter may carry a credential, such as a
+        // client assertion.
         os << ", extra_parameters={";
         const char* separator = "";
         for (const auto& [name, value] : settings.extra_parameters) {
-            os << separator << name << '=' << value;
+            os << separator << name << "=[redacted]";
             separator = ", ";
         }
         os << '}';

@@ -168,10 +168,31 @@ error_code validate(const token_source_settings& s, diagnostics& diag)
     return {};
 }
 
+namespace {
+
+// Returns `url` with any user information (`user:password@`) replaced, because validation
+// rejects such URLs only after they may have been printed.
+std::string without_user_info(const std::string& url)
+{
+    const auto scheme_end = url.find("://");
+    if (scheme_end == std::string::npos) {
+        return url;
+    }
+    const auto authority = scheme_end + 3;
+    const auto authority_end = url.find_first_of("/?#", authority);
+    const auto at = url.rfind('@', authority_end == std::string::npos ? url.size() : authority_end);
+    if (at == std::string::npos || at < authority) {
+        return url;
+    }
+    return url.substr(0, authority) + "[redacted]@" + url.substr(at + 1);
+}
+
+} // namespace
+
 std::ostream& operator<<(std::ostream& os, const token_source_settings& s)
 {
     os << "token_source_settings{client_id=" << s.client_id << ", client_secret=" << s.client_secret
-       << ", token_url=" << s.token_url;
+       << ", token_url=" << without_user_info(s.token_url);
     detail::print_request_parameters(os, s);
     os << ", refresh_ahead=" << s.refresh_ahead.count()
        << "ms, expiry_margin=" << s.expiry_margin.count()

@@ -12,6 +12,9 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -537,9 +540,34 @@ bool token_source_impl::invalidate(std::string_view token_value)
         s.current.reset();
         s.bump_generation();
     }
+    // A refresh that is waiting to retry now has callers waiting for it; wake it as a
+    // stale token does. Its wait still honours a Retry-After.
+    asio::dispatch(s.strand, [self = shared_from_this()] { self->state_->retry_timer.cancel(); });
     s.invalidations.fetch_add(1, std::memory_order_relaxed);
     s.log(log_level::info, [] { return std::string("token invalidated; the next call fetches a new one"); });
     return true;
+}
+
+void token_source_impl::abandon_waiters() noexcept
+{
+    state& s = *state_;
+    token_waiter_base* list = nullptr;
+    {
+        std::lock_guard lock(s.mutex);
+        s.shut_down = true;
+        s.stopping.store(true, std::memory_order_relaxed);
+        s.current.reset();
+        s.failure.reset();
+        s.bump_generation();
+        list = s.take_all();
+    }
+    // A destroyed handler may own the last copy of this source, whose shutdown() then
+    // finds the source already shut down.
+    while (list != nullptr) {
+        token_waiter_base* next = list->next_;
+        list->destroy();
+        list = next;
+    }
 }
 
 void token_source_impl::shutdown()
@@ -677,8 +705,8 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
                        (diag.http_status() != 0 ? ", HTTP " + std::to_string(diag.http_status()) : "") +
                        "), retrying in " + format_ms(*delay);
             });
-            // The wait ends early when the token goes stale (on_stale cancels the timer),
-            // so callers who now wait do not sit out the slow pace meant for a refresh.
+            // The wait ends early when the token goes stale or is invalidated (both cancel
+            // the timer), so callers who now wait do not sit out the slow refresh pace.
             // The server's Retry-After still holds: the wait goes on until it has passed.
             const auto now = steady_clock::now();
             const auto server_delay =
@@ -686,7 +714,7 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
             const auto not_before = now + server_delay;
             retry_timer.expires_at(now + *delay);
             co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (!stopping.load(std::memory_order_relaxed) && steady_clock::now() < not_before) {
+            while (!stopping.load(std::memory_order_relaxed) && steady_clock::now() < not_before) {
                 retry_timer.expires_at(not_before);
                 co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
             }
@@ -835,6 +863,56 @@ void token_source_impl::state::on_stale(const token_snapshot* token)
     });
 }
 
+namespace {
+
+// Destroys the waiters of every token source of an execution context when the context
+// shuts down. Waiters are not Asio operations, so without this a waiter whose handler
+// owns a copy of its source would keep both alive forever after the context is gone.
+class token_source_service : public asio::execution_context::service {
+public:
+    using key_type = token_source_service;
+    static asio::execution_context::id id;
+
+    explicit token_source_service(asio::execution_context& context)
+        : asio::execution_context::service(context)
+    {
+    }
+
+    // Sources never deregister, so that none calls into a destroyed service; expired
+    // entries are dropped here instead.
+    void add(const std::shared_ptr<token_source_impl>& impl)
+    {
+        std::lock_guard lock(mutex_);
+        std::erase_if(sources_, [](const auto& weak) { return weak.expired(); });
+        sources_.push_back(impl);
+    }
+
+private:
+    void shutdown() override
+    {
+        std::vector<std::shared_ptr<token_source_impl>> alive;
+        {
+            std::lock_guard lock(mutex_);
+            for (const auto& weak : sources_) {
+                if (auto impl = weak.lock()) {
+                    alive.push_back(std::move(impl));
+                }
+            }
+            sources_.clear();
+        }
+        for (const auto& impl : alive) {
+            impl->abandon_waiters();
+        }
+    }
+
+    std::mutex mutex_;
+    std::vector<std::weak_ptr<token_source_impl>> sources_;
+};
+
+asio::execution_context::id token_source_service::id;
+
+} // namespace
+
 } // namespace detail
 
 // Shuts the source down when the last user-facing copy goes away. The fetch loop and
@@ -886,6 +964,8 @@ void token_source::init(const executor_type& ex, const executor_type& strand,
 {
     auto impl = std::make_shared<detail::token_source_impl>(ex, strand, std::move(settings),
                                                             std::move(fetcher));
+    asio::use_service<detail::token_source_service>(asio::query(ex, asio::execution::context))
+        .add(impl);
     impl_ = impl.get();
     owner_ = std::make_shared<detail::token_source_owner>(std::move(impl));
 }

@@ -12,7 +12,9 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
@@ -167,11 +169,30 @@ boost::asio::awaitable<boost::system::error_code> send_request(api_client_impl& 
 boost::asio::awaitable<op_result<api_response>> run_request(std::shared_ptr<api_client_impl> impl,
                                                             request_spec spec);
 
+/// The cancellation signal between a caller's slot and the coroutine of one operation.
+///
+/// The caller's slot gets a handler that holds this object and emits on the client's
+/// strand, so co_spawn's own cancellation handler only ever runs there, and a
+/// cancellation that races the completion finds the signal alive and its slot empty.
+struct operation_cancellation {
+    boost::asio::cancellation_signal signal;
+
+    struct forwarder {
+        std::shared_ptr<operation_cancellation> target;
+        api_strand strand;
+
+        void operator()(boost::asio::cancellation_type type) const
+        {
+            boost::asio::dispatch(strand, [target = target, type] { target->signal.emit(type); });
+        }
+    };
+};
+
 /// Completes a handler with the result of a coroutine spawned on the client's strand.
 ///
-/// Its associated executor is the strand, so that co_spawn delivers cancellation requests
-/// and the result there. From the strand it posts the handler to the handler's own
-/// associated executor, so the handler never runs inside the strand or the initiating call.
+/// Its associated executor is the strand, so that co_spawn delivers the result there.
+/// From the strand it posts the handler to the handler's own associated executor, so the
+/// handler never runs inside the strand or the initiating call.
 template <class T, class Handler>
 class completion_relay {
     using handler_executor =
@@ -183,12 +204,14 @@ public:
     using executor_type = api_strand;
 
     completion_relay(Handler handler, api_strand strand,
-                     const boost::asio::any_io_executor& fallback, diagnostics* diag_out)
+                     const boost::asio::any_io_executor& fallback, diagnostics* diag_out,
+                     std::shared_ptr<operation_cancellation> cancellation)
         : handler_(std::move(handler))
         , strand_(std::move(strand))
         , work_(boost::asio::prefer(boost::asio::get_associated_executor(handler_, fallback),
                                     boost::asio::execution::outstanding_work.tracked))
         , diag_out_(diag_out)
+        , cancellation_(std::move(cancellation))
     {
     }
 
@@ -201,15 +224,18 @@ public:
         if (error) {
             std::rethrow_exception(error);
         }
-        // co_spawn's cancellation handler in the caller's slot points into the finished
-        // coroutine, so it goes now: a cancellation requested before the posted handler
-        // runs must find an empty slot.
-        auto slot = boost::asio::get_associated_cancellation_slot(handler_);
-        if (slot.is_connected()) {
-            slot.clear();
+        // On the strand, where every emit runs: co_spawn's handler points into the
+        // finished coroutine, so later emits must find the slot empty.
+        if (cancellation_) {
+            cancellation_->signal.slot().clear();
         }
         boost::asio::post(work_, [handler = std::move(handler_), diag_out = diag_out_,
                                   result = std::move(result)]() mutable {
+            // On the caller's executor, where its slot is used.
+            auto slot = boost::asio::get_associated_cancellation_slot(handler);
+            if (slot.is_connected()) {
+                slot.clear();
+            }
             if (diag_out != nullptr) {
                 *diag_out = std::move(result.diag);
             }
@@ -222,6 +248,7 @@ private:
     api_strand strand_;
     work_executor work_;
     diagnostics* diag_out_;
+    std::shared_ptr<operation_cancellation> cancellation_;
 };
 
 /// The initiation of every asynchronous operation of `api_client` and the typed
@@ -236,10 +263,19 @@ struct launch_initiation {
     {
         using relay = completion_relay<T, std::decay_t<Handler>>;
         auto slot = boost::asio::get_associated_cancellation_slot(handler);
+        std::shared_ptr<operation_cancellation> cancellation;
+        boost::asio::cancellation_slot inner_slot;
+        if (slot.is_connected()) {
+            cancellation = std::make_shared<operation_cancellation>();
+            inner_slot = cancellation->signal.slot();
+            slot.template emplace<operation_cancellation::forwarder>(
+                operation_cancellation::forwarder{cancellation, strand});
+        }
         boost::asio::co_spawn(
             strand, make_operation(),
             boost::asio::bind_cancellation_slot(
-                slot, relay(std::forward<Handler>(handler), strand, fallback, diag_out)));
+                inner_slot, relay(std::forward<Handler>(handler), strand, fallback, diag_out,
+                                  std::move(cancellation))));
     }
 };
 

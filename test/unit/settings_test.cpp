@@ -211,7 +211,17 @@ BOOST_AUTO_TEST_CASE(secret_redacted_parameters_shown)
     BOOST_TEST(contains(text, "scope=api:read"));
     BOOST_TEST(contains(text, "audience=https://api.example.com/"));
     BOOST_TEST(contains(text, "resource=urn:example:api"));
-    BOOST_TEST(contains(text, "extra_parameters={tenant=acme}"));
+    BOOST_TEST(contains(text, "extra_parameters={tenant=[redacted]}"));
+    BOOST_TEST(!contains(text, "acme"));
+}
+
+BOOST_AUTO_TEST_CASE(user_info_in_url_not_printed)
+{
+    auto settings = valid_settings();
+    settings.token_url = "https://user:hunter2-pw@example.com/oauth/token";
+    const std::string text = printed(settings);
+    BOOST_TEST(!contains(text, "hunter2-pw"));
+    BOOST_TEST(contains(text, "token_url=https://[redacted]@example.com/oauth/token"));
 }
 
 BOOST_AUTO_TEST_CASE(unset_parameters_left_out)

@@ -214,6 +214,33 @@ BOOST_AUTO_TEST_CASE(destroyed_context_destroys_pending_handlers)
     BOOST_TEST(watch.expired());
 }
 
+BOOST_AUTO_TEST_CASE(destroyed_context_frees_waiting_source)
+{
+    // The only copy of the source lives in the frame of a coroutine waiting for a token.
+    // Destroying the context must destroy that frame and so the source, as it would for a
+    // coroutine waiting on a timer.
+    auto endpoint = std::make_shared<fake_endpoint>();
+    endpoint->fallback.delay = 10s;
+    auto sentinel = std::make_shared<int>(0);
+    std::weak_ptr<int> watch = sentinel;
+    {
+        asio::io_context ctx;
+        {
+            stampede::token_source source(ctx.get_executor(), fast_settings(),
+                                          std::make_unique<fake_fetcher>(endpoint));
+            asio::co_spawn(
+                ctx,
+                [source, keep = sentinel]() mutable -> asio::awaitable<void> {
+                    (void)co_await source.token();
+                },
+                asio::detached);
+        }
+        sentinel.reset();
+        ctx.poll();
+    }
+    BOOST_TEST(watch.expired());
+}
+
 BOOST_FIXTURE_TEST_CASE(cached_token_needs_no_request, fixture)
 {
     auto source = make_source();

@@ -98,6 +98,10 @@ public:
 
     bool invalidate(std::string_view token_value);
     void shutdown();
+
+    /// Stops the source and destroys the queued waiters without calling their handlers.
+    /// Called when the execution context shuts down, as Asio destroys its queued handlers.
+    void abandon_waiters() noexcept;
     token_source_stats stats() const;
     const token_source_settings& settings() const noexcept;
     const boost::asio::any_io_executor& get_executor() const noexcept;
