@@ -114,7 +114,12 @@ asio::awaitable<fleet_turn> fleet_coordinator::take_turn(secret_string replaced_
         }
 
         // Another process is fetching. An entry this source cannot use stays present
-        // while it waits, so the wait ignores that one too.
+        // while it waits, so the wait ignores that one too. The check of `stopping` just
+        // before the wait starts means that `cancel()`, which runs after `stopping` is
+        // set, always finds the wait it must end.
+        if (stopped()) {
+            co_return fleet_turn{fleet_turn::kind::stopped, std::nullopt};
+        }
         lease_waits_.fetch_add(1, std::memory_order_relaxed);
         secret_string ignored = entry ? entry->access_token : replaced_token;
         log(logger_, log_level::debug, [] {

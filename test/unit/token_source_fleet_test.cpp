@@ -381,6 +381,42 @@ BOOST_FIXTURE_TEST_CASE(fleet_shutdown_releases_lease, fleet_fixture)
     shutdown_all();
 }
 
+BOOST_FIXTURE_TEST_CASE(fleet_shutdown_ends_lease_wait, fleet_fixture)
+{
+    // The holder's request hangs, and the other source would wait an hour for it.
+    endpoint->push(fake_answer{.delay = 1h});
+    auto& holder = add_source();
+    auto waiting_settings = fleet_settings(store);
+    waiting_settings.fleet.max_wait = 1h;
+    auto& waiter = add_source(waiting_settings);
+
+    int done = 0;
+    for (auto* source : {&holder, &waiter}) {
+        asio::co_spawn(
+            ctx,
+            [&done, source]() -> asio::awaitable<void> {
+                try {
+                    co_await source->token();
+                } catch (const std::exception&) {
+                }
+                ++done;
+            },
+            asio::detached);
+    }
+    ctx.restart();
+    while (waiter.stats().lease_waits < 1) {
+        ctx.run_one();
+    }
+
+    // Both shut down: the wait and the request end, so the context runs out of work.
+    waiter.shutdown();
+    holder.shutdown();
+    ctx.restart();
+    ctx.run();
+    BOOST_TEST(done == 2);
+    BOOST_TEST(endpoint->requests.load() == 1);
+}
+
 BOOST_FIXTURE_TEST_CASE(fleet_limiter_delays_the_request, fleet_fixture)
 {
     auto limiter = std::make_shared<scripted_limiter>(ctx.get_executor(), 2, 20ms);
