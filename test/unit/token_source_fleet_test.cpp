@@ -16,11 +16,14 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -430,6 +433,56 @@ BOOST_FIXTURE_TEST_CASE(fleet_limiter_delays_the_request, fleet_fixture)
     // The lease covers the short waits, so it was taken once.
     BOOST_TEST(source.stats().leases_taken == 1u);
     shutdown_all();
+}
+
+BOOST_AUTO_TEST_CASE(fleet_sources_on_thread_pool)
+{
+    // Sources on a multi-threaded executor, called and invalidated from other threads.
+    asio::thread_pool pool(4);
+    auto endpoint = std::make_shared<fake_endpoint>();
+    endpoint->fallback.delay = 20ms;
+    auto store = std::make_shared<stampede::memory_token_store>(pool.get_executor());
+    std::deque<stampede::token_source> sources;
+    for (int i = 0; i < 4; ++i) {
+        sources.emplace_back(pool.get_executor(), fleet_settings(store),
+                             std::make_unique<fake_fetcher>(endpoint));
+    }
+
+    const auto call_all = [&] {
+        std::vector<std::future<stampede::access_token>> futures;
+        for (auto& source : sources) {
+            for (int i = 0; i < 250; ++i) {
+                futures.push_back(source.async_token(asio::use_future));
+            }
+        }
+        std::vector<std::string> values;
+        for (auto& f : futures) {
+            values.emplace_back(f.get().value());
+        }
+        return values;
+    };
+
+    for (const auto& value : call_all()) {
+        BOOST_TEST(value == "fake-token-1");
+    }
+    BOOST_TEST(endpoint->requests.load() == 1);
+
+    // Every source reports the rejected token; the fleet replaces it once.
+    for (auto& source : sources) {
+        BOOST_TEST(source.invalidate("fake-token-1"));
+    }
+    for (const auto& value : call_all()) {
+        BOOST_TEST(value == "fake-token-2");
+    }
+    BOOST_TEST(endpoint->requests.load() == 2);
+
+    std::uint64_t shared_hits = 0;
+    for (auto& source : sources) {
+        shared_hits += source.stats().shared_hits;
+        source.shutdown();
+    }
+    BOOST_TEST(shared_hits == 6u);
+    pool.join();
 }
 
 BOOST_AUTO_TEST_CASE(fleet_settings_are_validated)
