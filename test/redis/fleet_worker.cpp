@@ -172,6 +172,10 @@ int main(int argc, char** argv)
     if (const char* ca = std::getenv("STAMPEDE_REDIS_CA_FILE")) {
         redis_config.ca_file = ca;
     }
+    // Generous timeouts: the tests start many processes at once on a shared machine, and a
+    // timed-out command would make a process fetch on its own.
+    redis_config.connect_timeout = 10s;
+    redis_config.command_timeout = 5s;
     redis_config.reconnect.initial_delay = 50ms;
     redis_config.reconnect.min_delay = 20ms;
     redis_config.reconnect.max_delay = 200ms;

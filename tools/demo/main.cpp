@@ -354,6 +354,10 @@ int run_worker(const demo_options& opts)
         return 2;
     }
     redis_config.ca_file = opts.redis_ca_file;
+    // All the workers start at once on one machine, so Redis may answer slowly at first;
+    // a command that timed out would make that worker fetch on its own.
+    redis_config.connect_timeout = std::chrono::seconds(10);
+    redis_config.command_timeout = std::chrono::seconds(5);
 
     asio::io_context ctx;
     auto store = std::make_shared<stampede::redis::redis_token_store>(ctx.get_executor(),
