@@ -49,8 +49,8 @@ struct token_source_owner;
 ///
 /// Fleet mode (`settings.fleet.store` set): each fetch first looks for another process's
 /// token in the shared store and otherwise takes the store's lease, so that the processes
-/// sharing the store fetch each token once. A store failure makes that fetch local, and
-/// never fails a caller. docs/fleet-mode.md describes the guarantees and limits.
+/// sharing the store fetch each token once. A store failure makes that fetch local, so
+/// it does not fail the callers. docs/fleet-mode.md describes the guarantees and limits.
 class token_source {
 public:
     using executor_type = boost::asio::any_io_executor;

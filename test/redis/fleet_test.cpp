@@ -322,13 +322,20 @@ BOOST_AUTO_TEST_CASE(fleet_serves_callers_when_redis_stops)
     fleet f{server, emu, {}, 0};
     f.start(4, {"--callers", "200", "--refill-interval-ms", "500"});
     BOOST_TEST_REQUIRE(wait_for([&] { return f.all_ready(); }));
-    const auto before = emu.server().get_stats().token_requests;
+    const auto before_stop = emu.server().get_stats().token_requests;
 
     server.stop();
     // Each process fetches for itself now; wait until the fleet has replaced the token
     // at least twice per process.
     BOOST_TEST_REQUIRE(wait_for([&] {
-        return emu.server().get_stats().token_requests >= before + 8;
+        return emu.server().get_stats().token_requests >= before_stop + 8;
+    }));
+
+    // With Redis back (empty, on the same port), the processes share tokens again.
+    server.start();
+    const auto before_start = emu.server().get_stats().token_requests;
+    BOOST_TEST_REQUIRE(wait_for([&] {
+        return emu.server().get_stats().token_requests >= before_start + 4;
     }));
     const auto results = f.stop_all();
     BOOST_TEST(total(results, "callers_served") == 800);
@@ -337,6 +344,8 @@ BOOST_AUTO_TEST_CASE(fleet_serves_callers_when_redis_stops)
         BOOST_TEST(r.at("store_errors").to_number<std::int64_t>() >= 1);
         BOOST_TEST(r.at("calls").to_number<std::int64_t>() > 200);
     }
+    // The cold start gave 3 shared hits; the others came after Redis returned.
+    BOOST_TEST(total(results, "shared_hits") > 3);
 }
 
 BOOST_AUTO_TEST_CASE(fleet_limiter_bounds_token_requests)
