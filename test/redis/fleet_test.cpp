@@ -348,6 +348,40 @@ BOOST_AUTO_TEST_CASE(fleet_serves_callers_when_redis_stops)
     BOOST_TEST(total(results, "shared_hits") > 3);
 }
 
+BOOST_AUTO_TEST_CASE(fleet_serves_callers_when_redis_hangs)
+{
+    // A Redis server that sends no replies: every command times out after 300 ms, and
+    // the source fetches for itself.
+    redis_server server;
+    running_emulator emu;
+    asio::io_context ctx;
+    auto redis_config = server.config();
+    redis_config.command_timeout = 300ms;
+    redis_config.connect_timeout = 300ms;
+    auto store = std::make_shared<redis::redis_token_store>(ctx.get_executor(), redis_config);
+    auto settings = emu.settings();
+    settings.fleet.store = store;
+    settings.fleet.lease_ttl = 10s;
+    stampede::token_source source(ctx, settings);
+
+    server.pause();
+    bool served = false;
+    stampede::test::run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        auto token = co_await source.token();
+        served = !token.value().empty();
+    });
+    server.resume();
+    BOOST_TEST(served);
+    BOOST_TEST(source.stats().store_errors >= 1u);
+    BOOST_TEST(source.stats().requests == 1u);
+    BOOST_TEST(emu.server().get_stats().token_requests == 1u);
+
+    source.shutdown();
+    store->close();
+    ctx.restart();
+    ctx.run_for(100ms);
+}
+
 BOOST_AUTO_TEST_CASE(fleet_limiter_bounds_token_requests)
 {
     // 1 s tokens for 15 s. The fleet limiter allows 4 requests at once and one more every
