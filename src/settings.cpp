@@ -58,6 +58,36 @@ std::string check_positive(std::string_view field, std::chrono::milliseconds val
     return check_not_too_long(field, value);
 }
 
+error_code validate_fleet(const token_source_settings& s, diagnostics& diag)
+{
+    const fleet_settings& fleet = s.fleet;
+    if (!fleet.store) {
+        if (fleet.limiter) {
+            return reject(diag, "fleet.limiter is set but fleet.store is empty; the fleet "
+                                "limiter works only in fleet mode, so set fleet.store too");
+        }
+        return {};
+    }
+    const std::pair<std::string_view, std::chrono::milliseconds> durations[] = {
+        {"fleet.lease_ttl", fleet.lease_ttl},
+        {"fleet.max_wait", fleet.max_wait},
+    };
+    for (const auto& [field, value] : durations) {
+        if (std::string message = check_positive(field, value); !message.empty()) {
+            return reject(diag, message);
+        }
+    }
+    const auto needed = s.transport.request_timeout + s.rate_limit.refill_interval;
+    if (fleet.lease_ttl <= needed) {
+        return reject(diag, "fleet.lease_ttl is " + ms(fleet.lease_ttl) +
+                                ", not longer than one request and one rate-limit wait "
+                                "(transport.request_timeout + rate_limit.refill_interval = " +
+                                ms(needed) + "), so a lease could expire during a fetch "
+                                "and let a second process fetch; raise fleet.lease_ttl");
+    }
+    return {};
+}
+
 } // namespace
 
 std::string validate(const transport_settings& t)
@@ -156,6 +186,10 @@ error_code validate(const token_source_settings& s, diagnostics& diag)
         return reject(diag, "backoff: " + message);
     }
 
+    if (error_code ec = validate_fleet(s, diag)) {
+        return ec;
+    }
+
     // A refresh must have time for a failed attempt and a retry before the token goes
     // stale, or refreshing ahead cannot hide a single slow failure from callers.
     const auto needed = 2 * s.transport.request_timeout + s.backoff.initial_delay;
@@ -198,7 +232,13 @@ std::ostream& operator<<(std::ostream& os, const token_source_settings& s)
        << "ms, expiry_margin=" << s.expiry_margin.count()
        << "ms, rate_limit=" << s.rate_limit.capacity << " per " << s.rate_limit.refill_interval.count()
        << "ms, backoff.max_attempts=" << s.backoff.max_attempts
-       << ", permanent_error_cooldown=" << s.permanent_error_cooldown.count() << "ms}";
+       << ", permanent_error_cooldown=" << s.permanent_error_cooldown.count() << "ms";
+    if (s.fleet.store) {
+        os << ", fleet.lease_ttl=" << s.fleet.lease_ttl.count()
+           << "ms, fleet.max_wait=" << s.fleet.max_wait.count()
+           << "ms, fleet.limiter=" << (s.fleet.limiter ? "set" : "none");
+    }
+    os << "}";
     return os;
 }
 
@@ -212,7 +252,10 @@ std::ostream& operator<<(std::ostream& os, const token_source_stats& s)
        << ", cooldown_rejections=" << s.cooldown_rejections
        << ", cancelled_waiters=" << s.cancelled_waiters << ", invalidations=" << s.invalidations
        << ", rate_limited_waits=" << s.rate_limited_waits
-       << ", connections_opened=" << s.connections_opened << "}";
+       << ", connections_opened=" << s.connections_opened << ", shared_hits=" << s.shared_hits
+       << ", lease_waits=" << s.lease_waits << ", leases_taken=" << s.leases_taken
+       << ", fleet_limited_waits=" << s.fleet_limited_waits << ", store_errors=" << s.store_errors
+       << "}";
     return os;
 }
 

@@ -1,5 +1,7 @@
 #include <stampede/token_source.hpp>
 
+#include "detail/fleet_coordinator.hpp"
+
 #include <stampede/backoff.hpp>
 #include <stampede/detail/http_token_fetcher.hpp>
 #include <stampede/detail/log.hpp>
@@ -31,6 +33,7 @@ using boost::system::error_code;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
+using std::chrono::system_clock;
 
 namespace stampede {
 namespace detail {
@@ -261,6 +264,9 @@ struct token_source_impl::state {
         , stale_timer(strand)
         , retry_timer(strand)
     {
+        if (settings.fleet.store) {
+            fleet = std::make_shared<fleet_coordinator>(settings, strand);
+        }
     }
 
     token_source_impl& impl;
@@ -279,6 +285,10 @@ struct token_source_impl::state {
     asio::steady_timer stale_timer;
     asio::steady_timer retry_timer;
 
+    // Set in fleet mode. Its members other than `invalidate` and `counters` are used
+    // only on the strand.
+    std::shared_ptr<fleet_coordinator> fleet;
+
     // Guarded by `mutex`.
     mutable std::mutex mutex;
     boost::intrusive_ptr<const token_snapshot> current;
@@ -287,6 +297,9 @@ struct token_source_impl::state {
     bool fetch_running = false;
     bool shut_down = false;
     std::optional<remembered_failure> failure;
+    // The token last dropped by `invalidate`, which fleet mode must not take back from
+    // the shared store.
+    secret_string rejected_token;
 
     std::atomic<bool> stopping{false};
 
@@ -363,7 +376,15 @@ struct token_source_impl::state {
 
     asio::awaitable<void> fetch_loop(std::shared_ptr<token_source_impl> self);
     asio::awaitable<error_code> fetch_once(boost::intrusive_ptr<const token_snapshot>& out,
-                                           diagnostics& diag);
+                                           milliseconds& lifetime, diagnostics& diag);
+    void adopt(stored_token stored);
+    secret_string token_to_replace() const;
+    void release_lease() const
+    {
+        if (fleet) {
+            fleet->release();
+        }
+    }
     void publish(boost::intrusive_ptr<const token_snapshot> token,
                  const token_schedule& schedule);
     void fail_waiters(error_code ec, diagnostics diag, bool remember);
@@ -537,6 +558,7 @@ bool token_source_impl::invalidate(std::string_view token_value)
         if (!s.current || s.current->access_token.reveal() != token_value) {
             return false;
         }
+        s.rejected_token = s.current->access_token;
         s.current.reset();
         s.bump_generation();
     }
@@ -544,6 +566,11 @@ bool token_source_impl::invalidate(std::string_view token_value)
     // stale token does. Its wait still honours a Retry-After.
     asio::dispatch(s.strand, [self = shared_from_this()] { self->state_->retry_timer.cancel(); });
     s.invalidations.fetch_add(1, std::memory_order_relaxed);
+    if (s.fleet) {
+        // Fire and forget: the store removes the entry only while it still contains this
+        // token, so a newer one stored meanwhile stays.
+        s.fleet->invalidate(secret_string(token_value));
+    }
     s.log(log_level::info, [] { return std::string("token invalidated; the next call fetches a new one"); });
     return true;
 }
@@ -596,6 +623,10 @@ void token_source_impl::shutdown()
         st.retry_timer.cancel();
         st.limiter.shutdown();
         st.fetcher->close();
+        if (st.fleet) {
+            st.fleet->cancel();
+            st.fleet->release();
+        }
     });
     s.log(log_level::debug, [] { return std::string("token source shut down"); });
 }
@@ -620,10 +651,20 @@ token_source_stats token_source_impl::stats() const
     out.invalidations = s.invalidations.load(std::memory_order_relaxed);
     out.rate_limited_waits = s.limiter.stats().waited;
     out.connections_opened = s.fetcher->connections_opened();
+    if (s.fleet) {
+        const fleet_counters fleet = s.fleet->counters();
+        out.shared_hits = fleet.shared_hits;
+        out.lease_waits = fleet.lease_waits;
+        out.leases_taken = fleet.leases_taken;
+        out.fleet_limited_waits = fleet.fleet_limited_waits;
+        out.store_errors = fleet.store_errors;
+    }
     return out;
 }
 
-// One fetch, from the first attempt to a token or a final error, with retries.
+// One fetch, from the first attempt to a token or a final error, with retries. In fleet
+// mode each attempt first looks in the shared store and takes the lease, and takes a
+// fleet limiter permit after the local one. A store failure makes the attempt local.
 asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token_source_impl> self)
 {
     (void)self; // keeps the shared state alive until the loop ends
@@ -633,9 +674,41 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
 
     try {
         for (;;) {
+            if (fleet) {
+                secret_string replaced = token_to_replace();
+                fleet_turn turn = co_await fleet->take_turn(std::move(replaced), stopping);
+                if (turn.action == fleet_turn::kind::stopped) {
+                    release_lease();
+                    co_return;
+                }
+                if (turn.action == fleet_turn::kind::adopt) {
+                    adopt(std::move(*turn.token));
+                    co_return;
+                }
+            }
+
             auto [limit_ec] = co_await limiter.async_acquire(asio::as_tuple(asio::use_awaitable));
             if (limit_ec || stopping.load(std::memory_order_relaxed)) {
+                release_lease();
                 co_return;
+            }
+
+            if (fleet) {
+                const auto start_over = co_await fleet->wait_for_fleet_permit(stopping);
+                if (stopping.load(std::memory_order_relaxed)) {
+                    release_lease();
+                    co_return;
+                }
+                if (start_over) {
+                    // The lease was released for the wait; the next attempt starts again
+                    // with the store, where another process's token may be by then.
+                    retry_timer.expires_after(*start_over);
+                    co_await retry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+                    if (stopping.load(std::memory_order_relaxed)) {
+                        co_return;
+                    }
+                    continue;
+                }
             }
 
             ++attempts;
@@ -646,14 +719,27 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
             });
 
             boost::intrusive_ptr<const token_snapshot> token;
+            milliseconds lifetime{0};
             diagnostics diag;
-            const error_code ec = co_await fetch_once(token, diag);
+            const error_code ec = co_await fetch_once(token, lifetime, diag);
             if (stopping.load(std::memory_order_relaxed)) {
+                release_lease();
                 co_return;
             }
             if (!ec) {
+                if (fleet && fleet->holds_lease()) {
+                    stored_token stored;
+                    stored.access_token = token->access_token;
+                    stored.token_type = token->token_type;
+                    stored.scope = token->scope;
+                    stored.expires_at = token->expires_at_system;
+                    stored.issued_at = stored.expires_at - lifetime;
+                    fleet->store_and_release(std::move(stored));
+                }
                 co_return;
             }
+            // Other processes may try while this one backs off.
+            release_lease();
 
             // An abort that is not a shutdown (the connection was closed under the
             // request) is retried like a network failure.
@@ -725,6 +811,7 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
     } catch (const std::exception& e) {
         // Nothing above is expected to throw but allocation failures; fail the waiters
         // rather than leave them hanging.
+        release_lease();
         diagnostics diag;
         diag.set_client_message(std::string("internal error in the token fetch: ") + e.what());
         fail_waiters(make_error_code(boost::system::errc::not_enough_memory), std::move(diag), false);
@@ -733,7 +820,7 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
 
 asio::awaitable<error_code>
 token_source_impl::state::fetch_once(boost::intrusive_ptr<const token_snapshot>& out,
-                                     diagnostics& diag)
+                                     milliseconds& lifetime, diagnostics& diag)
 {
     fetched_token fetched;
     const error_code ec = co_await fetcher->fetch(fetched, diag);
@@ -752,6 +839,7 @@ token_source_impl::state::fetch_once(boost::intrusive_ptr<const token_snapshot>&
         std::chrono::system_clock::now() +
         duration_cast<std::chrono::system_clock::duration>(schedule.expires_at - steady_clock::now());
     out.reset(snapshot);
+    lifetime = schedule.lifetime;
 
     tokens_fetched.fetch_add(1, std::memory_order_relaxed);
     log(log_level::info, [&] {
@@ -763,6 +851,40 @@ token_source_impl::state::fetch_once(boost::intrusive_ptr<const token_snapshot>&
     });
     publish(out, schedule);
     co_return error_code{};
+}
+
+// Publishes a token that another process fetched. Its lifetime counts from the moment
+// that process sent its request, moved to this process's monotonic clock, so the whole
+// fleet plans the same refresh time.
+void token_source_impl::state::adopt(stored_token stored)
+{
+    const auto age = system_clock::now() - stored.issued_at;
+    const auto sent_at = steady_clock::now() - duration_cast<steady_clock::duration>(age);
+    const auto lifetime = duration_cast<milliseconds>(stored.expires_at - stored.issued_at);
+    const token_schedule schedule = plan_token_schedule(sent_at, lifetime, settings);
+
+    auto* snapshot = new token_snapshot;
+    snapshot->access_token = std::move(stored.access_token);
+    snapshot->token_type = std::move(stored.token_type);
+    snapshot->scope = std::move(stored.scope);
+    snapshot->expires_at = schedule.expires_at;
+    snapshot->expires_at_system = stored.expires_at;
+    boost::intrusive_ptr<const token_snapshot> token(snapshot);
+
+    log(log_level::info, [&] {
+        const auto now = steady_clock::now();
+        return "token for client " + settings.client_id +
+               " taken from the shared store: expires in " +
+               format_ms(duration_cast<milliseconds>(schedule.expires_at - now)) +
+               ", refresh in " + format_ms(duration_cast<milliseconds>(schedule.refresh_at - now));
+    });
+    publish(std::move(token), schedule);
+}
+
+secret_string token_source_impl::state::token_to_replace() const
+{
+    std::lock_guard lock(mutex);
+    return current ? current->access_token : rejected_token;
 }
 
 void token_source_impl::state::publish(boost::intrusive_ptr<const token_snapshot> token,

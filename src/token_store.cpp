@@ -188,7 +188,7 @@ struct memory_token_store::state : std::enable_shared_from_this<state> {
     }
 
     asio::awaitable<std::tuple<error_code, std::optional<stored_token>>>
-    wait(token_key key, std::chrono::milliseconds max_wait)
+    wait(token_key key, secret_string replaced_token, std::chrono::milliseconds max_wait)
     {
         co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
         const auto deadline = steady_clock::now() + max_wait;
@@ -201,7 +201,8 @@ struct memory_token_store::state : std::enable_shared_from_this<state> {
         } cleanup{*this, registration};
 
         for (;;) {
-            if (auto token = find(key.cache_key)) {
+            auto token = find(key.cache_key);
+            if (token && !(token->access_token == replaced_token)) {
                 co_return std::tuple<error_code, std::optional<stored_token>>(error_code(),
                                                                               std::move(token));
             }
@@ -271,10 +272,12 @@ void memory_token_store::do_release(token_lease lease, detail::store_handler<boo
                             std::move(handler), state_->executor);
 }
 
-void memory_token_store::do_wait(token_key key, std::chrono::milliseconds max_wait,
+void memory_token_store::do_wait(token_key key, secret_string replaced_token,
+                                 std::chrono::milliseconds max_wait,
                                  detail::store_handler<std::optional<stored_token>> handler)
 {
-    detail::spawn_operation(state_, state_->strand, state_->wait(std::move(key), max_wait),
+    detail::spawn_operation(state_, state_->strand,
+                            state_->wait(std::move(key), std::move(replaced_token), max_wait),
                             std::move(handler), state_->executor);
 }
 

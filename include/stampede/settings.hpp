@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,9 @@
 #include <vector>
 
 namespace stampede {
+
+class token_store;         // <stampede/token_store.hpp>
+class shared_rate_limiter; // <stampede/shared_rate_limiter.hpp>
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
@@ -148,6 +152,30 @@ struct backoff_settings {
     std::function<std::uint64_t()> random;
 };
 
+/// Fleet mode: the token sources of several processes share one token store, such as
+/// `redis::redis_token_store`, so that the fleet fetches each token once. A process takes
+/// the store's lease before it fetches, and the others wait for the token it stores.
+/// When the store fails, each process falls back to its own cache, single flight and
+/// `rate_limit` until the store works again. docs/fleet-mode.md describes the guarantees.
+struct fleet_settings {
+    /// The shared store. Empty (the default): tokens are cached in this process only.
+    std::shared_ptr<token_store> store;
+
+    /// Limits the token requests of the whole fleet, after this process's `rate_limit`.
+    /// Empty: no fleet-wide limit. Needs `store`.
+    std::shared_ptr<shared_rate_limiter> limiter;
+
+    /// Time to live of the lease taken before a fetch. A holder that dies is replaced
+    /// once its lease expires. It must be longer than `transport.request_timeout` plus
+    /// `rate_limit.refill_interval`, so that a live holder's lease outlasts its fetch.
+    milliseconds lease_ttl{45000};
+
+    /// Longest single wait for another process's fetch. After it the store and the lease
+    /// are checked again; a wait also ends when the token is stored or the lease is
+    /// released or expires.
+    milliseconds max_wait{5000};
+};
+
 /// Settings of a `token_source`.
 struct token_source_settings {
     /// The client id (the API key's client id). Required.
@@ -215,6 +243,9 @@ struct token_source_settings {
     std::vector<std::string> retryable_oauth_errors{
         "slow_down", "temporarily_unavailable", "rate_limit_exceeded", "too_many_requests",
         "server_error"};
+
+    /// Sharing of tokens between processes. Off by default.
+    fleet_settings fleet;
 
     /// Receives the SDK's log records. Off by default. The sink may be called until the
     /// executor has run or destroyed the source's last handler, which can be after the

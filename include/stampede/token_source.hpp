@@ -46,6 +46,11 @@ struct token_source_owner;
 ///
 /// Once a token is cached, its refresh timer is pending work on the executor, so
 /// `io_context::run()` returns only after `shutdown()` or the destruction of the last copy.
+///
+/// Fleet mode (`settings.fleet.store` set): each fetch first looks for another process's
+/// token in the shared store and otherwise takes the store's lease, so that the processes
+/// sharing the store fetch each token once. A store failure makes that fetch local, so
+/// it does not fail the callers. docs/fleet-mode.md describes the guarantees and limits.
 class token_source {
 public:
     using executor_type = boost::asio::any_io_executor;
@@ -144,14 +149,17 @@ public:
     /// Drops the cached token if its text is `token_value`, for example after an API
     /// request with it was refused with 401. Returns whether it was dropped. A report
     /// about an older token never drops a newer one, so many reports about the same token
-    /// cause one fetch. The next call for a token starts the fetch.
+    /// cause one fetch. The next call for a token starts the fetch. In fleet mode the token
+    /// is also removed from the shared store, in the background, if the store still
+    /// contains it, and it is never taken back from the store.
     bool invalidate(std::string_view token_value) { return impl_->invalidate(token_value); }
     bool invalidate(const access_token& token) { return invalidate(token.value()); }
     bool invalidate(const access_token_view& token) { return invalidate(token.value()); }
 
     /// Stops the source: every waiter completes with `operation_aborted`, the fetch and
     /// timers stop, the cached token is dropped, and later calls fail with
-    /// `operation_aborted`. Called by the destructor of the last copy.
+    /// `operation_aborted`. Called by the destructor of the last copy. In fleet mode a
+    /// held lease is released and a wait for another process's token ends.
     void shutdown() { impl_->shutdown(); }
 
     /// Returns the counters.

@@ -50,6 +50,22 @@ struct token_source_stats {
 
     /// Connections opened to the token endpoint.
     std::uint64_t connections_opened = 0;
+
+    /// Fleet mode: tokens taken from the shared store instead of being fetched.
+    std::uint64_t shared_hits = 0;
+
+    /// Fleet mode: waits for the fetch of another process that held the lease.
+    std::uint64_t lease_waits = 0;
+
+    /// Fleet mode: leases taken, each the right to fetch one token for the fleet.
+    std::uint64_t leases_taken = 0;
+
+    /// Fleet mode: requests that had to wait for the fleet limiter.
+    std::uint64_t fleet_limited_waits = 0;
+
+    /// Fleet mode: failed store and fleet limiter operations. Each one made the process
+    /// use its own cache, single flight and rate limiter for that fetch.
+    std::uint64_t store_errors = 0;
 };
 
 std::ostream& operator<<(std::ostream& os, const token_source_stats& stats);

@@ -145,12 +145,26 @@ public:
     auto async_wait(token_key key, std::chrono::milliseconds max_wait,
                     CompletionToken&& token = CompletionToken{})
     {
+        return async_wait_for_replacement(std::move(key), secret_string(), max_wait,
+                                          std::forward<CompletionToken>(token));
+    }
+
+    /// Waits as `async_wait`, except that an entry containing `replaced_token` counts as
+    /// no entry: the wait goes on until another token is stored. A refresh waits this way
+    /// for the token that replaces the current one, and a caller whose token the API
+    /// rejected waits for one other than the rejected token. An empty `replaced_token`
+    /// matches no entry.
+    template <class CompletionToken = boost::asio::deferred_t>
+    auto async_wait_for_replacement(token_key key, secret_string replaced_token,
+                                    std::chrono::milliseconds max_wait,
+                                    CompletionToken&& token = CompletionToken{})
+    {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code,
                                                                  std::optional<stored_token>)>(
-            [this](auto handler, token_key k, std::chrono::milliseconds w) {
-                do_wait(std::move(k), w, std::move(handler));
+            [this](auto handler, token_key k, secret_string r, std::chrono::milliseconds w) {
+                do_wait(std::move(k), std::move(r), w, std::move(handler));
             },
-            token, std::move(key), max_wait);
+            token, std::move(key), std::move(replaced_token), max_wait);
     }
 
     /// Removes the entry of `key` if it still contains `token_value`, for example after the
@@ -174,7 +188,8 @@ protected:
     virtual void do_try_lease(std::string cache_key, std::chrono::milliseconds ttl,
                               detail::store_handler<std::optional<token_lease>> handler) = 0;
     virtual void do_release(token_lease lease, detail::store_handler<bool> handler) = 0;
-    virtual void do_wait(token_key key, std::chrono::milliseconds max_wait,
+    virtual void do_wait(token_key key, secret_string replaced_token,
+                         std::chrono::milliseconds max_wait,
                          detail::store_handler<std::optional<stored_token>> handler) = 0;
     virtual void do_invalidate(token_key key, secret_string token_value,
                                detail::store_handler<bool> handler) = 0;
@@ -201,7 +216,7 @@ private:
     void do_try_lease(std::string cache_key, std::chrono::milliseconds ttl,
                       detail::store_handler<std::optional<token_lease>> handler) override;
     void do_release(token_lease lease, detail::store_handler<bool> handler) override;
-    void do_wait(token_key key, std::chrono::milliseconds max_wait,
+    void do_wait(token_key key, secret_string replaced_token, std::chrono::milliseconds max_wait,
                  detail::store_handler<std::optional<stored_token>> handler) override;
     void do_invalidate(token_key key, secret_string token_value,
                        detail::store_handler<bool> handler) override;

@@ -6,7 +6,6 @@
 #include <stampede/redis/error.hpp>
 #include <stampede/redis/fleet_limiter.hpp>
 
-#include <ostream>
 
 namespace stampede::redis {
 namespace {
@@ -52,19 +51,24 @@ const rate_limit_settings& validated(const rate_limit_settings& settings)
 
 } // namespace
 
-std::ostream& operator<<(std::ostream& os, const limit_decision& d)
-{
-    if (d.allowed) {
-        return os << "allowed";
-    }
-    return os << "denied, retry after " << d.retry_after.count() << " ms";
-}
-
 fleet_limiter::fleet_limiter(connection& conn, std::string key, const rate_limit_settings& settings)
     : conn_(conn)
     , key_(std::move(key))
     , settings_(validated(settings))
 {}
+
+fleet_limiter::fleet_limiter(std::shared_ptr<redis_token_store> store, std::string key,
+                             const rate_limit_settings& settings)
+    : store_(std::move(store))
+    , conn_(store_->commands())
+    , key_(std::move(key))
+    , settings_(validated(settings))
+{}
+
+void fleet_limiter::do_try_acquire(try_acquire_handler handler)
+{
+    detail::start_try_acquire(conn_, key_, settings_, std::move(handler));
+}
 
 namespace detail {
 

@@ -160,7 +160,9 @@ public:
         co_return result<bool>(ec, released);
     }
 
-    asio::awaitable<result<std::optional<stored_token>>> wait(token_key key, milliseconds max_wait)
+    asio::awaitable<result<std::optional<stored_token>>> wait(token_key key,
+                                                              secret_string replaced_token,
+                                                              milliseconds max_wait)
     {
         using wait_result = result<std::optional<stored_token>>;
         co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
@@ -189,7 +191,8 @@ public:
                 co_return wait_result(errc::unexpected_reply, std::nullopt);
             }
             if (!items[0].is_nil()) {
-                if (auto token = decode(key, items[0])) {
+                auto token = decode(key, items[0]);
+                if (token && !(token->access_token == replaced_token)) {
                     co_return wait_result(error_code(), std::move(token));
                 }
             }
@@ -316,11 +319,12 @@ void redis_token_store::do_release(token_lease lease, stampede::detail::store_ha
 }
 
 void redis_token_store::do_wait(
-    token_key key, std::chrono::milliseconds max_wait,
+    token_key key, secret_string replaced_token, std::chrono::milliseconds max_wait,
     stampede::detail::store_handler<std::optional<stored_token>> handler)
 {
-    stampede::detail::spawn_operation(impl_, impl_->strand, impl_->wait(std::move(key), max_wait),
-                                      std::move(handler), impl_->executor);
+    stampede::detail::spawn_operation(
+        impl_, impl_->strand, impl_->wait(std::move(key), std::move(replaced_token), max_wait),
+        std::move(handler), impl_->executor);
 }
 
 void redis_token_store::do_invalidate(token_key key, secret_string token_value,

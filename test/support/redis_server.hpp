@@ -104,9 +104,26 @@ public:
             return;
         }
         ::kill(pid_, SIGTERM);
+        ::kill(pid_, SIGCONT); // a paused server handles SIGTERM only once continued
         int status = 0;
         ::waitpid(pid_, &status, 0);
         pid_ = -1;
+    }
+
+    /// Stops the server process with SIGSTOP. Connections stay open but get no replies, as
+    /// with a server that is too slow. `resume()` continues it.
+    void pause() const
+    {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGSTOP);
+        }
+    }
+
+    void resume() const
+    {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGCONT);
+        }
     }
 
     std::uint16_t port() const noexcept { return port_; }

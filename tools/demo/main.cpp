@@ -6,11 +6,22 @@
 //    token passes through its refresh window, so background refreshes happen under load.
 // 3. Halfway through, the emulator revokes the token, and API requests recover through
 //    the 401 path: one invalidation, one new token, one retry each.
+//
+// With --processes N and --redis URL it runs the same load in N worker processes that
+// share one Redis token store (fleet mode) and one emulator, started by this process,
+// and reports the fleet's totals (see fleet.cpp). The workers are this program again,
+// started with the hidden --worker options.
 
+#include "demo_options.hpp"
 #include "emulator.hpp"
 
 #include <stampede/api_client.hpp>
 #include <stampede/token_source.hpp>
+
+#ifdef STAMPEDE_DEMO_FLEET
+#include <stampede/redis/config.hpp>
+#include <stampede/redis/redis_token_store.hpp>
+#endif
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -27,7 +38,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <future>
 #include <iostream>
@@ -42,14 +55,7 @@ using std::chrono::steady_clock;
 
 namespace {
 
-struct demo_options {
-    int callers = 10000;
-    double token_lifetime_s = 6;
-    double duration_s = 8;
-    unsigned threads = std::max(2u, std::thread::hardware_concurrency());
-    int api_requests = 4;
-    bool json = false;
-};
+using stampede::demo::demo_options;
 
 constexpr const char* usage = R"(Usage: stampede-demo [options]
 
@@ -65,6 +71,12 @@ Options:
                             cores, at least 2)
   --api-requests N          concurrent API requests sent after the token is revoked
                             (default 4; the API allows about 100 per 15 minutes)
+  --processes N             run the load in N worker processes that share one Redis
+                            token store (fleet mode) and this process's emulator; the
+                            numbers are the fleet's totals (default 1; needs --redis)
+  --redis URL               redis:// or rediss:// URL of the shared token store, such as
+                            redis://user:password@127.0.0.1:6379/0; turns on fleet mode
+  --redis-ca-file PATH      PEM file of the CAs that sign the Redis server's certificate
   --json                    print the summary as one JSON object
   --help                    show this help
 
@@ -140,8 +152,37 @@ int parse_options(int argc, char** argv, demo_options& o)
             o.json = true;
             continue;
         }
+        if (arg == "--worker") {
+            o.worker = true;
+            continue;
+        }
+        constexpr std::string_view text_options[] = {
+            "--redis", "--redis-ca-file", "--worker-token-url", "--worker-api-url",
+            "--worker-ca-file",
+        };
+        if (std::find(std::begin(text_options), std::end(text_options), arg) !=
+            std::end(text_options)) {
+            if (i + 1 >= argc) {
+                std::cerr << "stampede-demo: " << arg << " needs a value; see --help\n";
+                return 2;
+            }
+            const std::string value = argv[++i];
+            if (arg == "--redis") {
+                o.redis_url = value;
+            } else if (arg == "--redis-ca-file") {
+                o.redis_ca_file = value;
+            } else if (arg == "--worker-token-url") {
+                o.token_url = value;
+            } else if (arg == "--worker-api-url") {
+                o.api_url = value;
+            } else {
+                o.ca_file = value;
+            }
+            continue;
+        }
         constexpr std::string_view numeric_options[] = {
             "--callers", "--token-lifetime", "--duration", "--threads", "--api-requests",
+            "--processes",
         };
         if (std::find(std::begin(numeric_options), std::end(numeric_options), arg) ==
             std::end(numeric_options)) {
@@ -176,11 +217,30 @@ int parse_options(int argc, char** argv, demo_options& o)
             o.threads = static_cast<unsigned>(number);
         } else if (arg == "--api-requests") {
             o.api_requests = static_cast<int>(number);
+        } else if (arg == "--processes") {
+            o.processes = static_cast<int>(number);
         } else {
             std::cerr << "stampede-demo: unknown option " << arg << "; see --help\n";
             return 2;
         }
     }
+    if (o.processes > 1 && o.redis_url.empty()) {
+        std::cerr << "stampede-demo: --processes " << o.processes
+                  << " needs --redis URL, the token store the processes share\n";
+        return 2;
+    }
+    if (o.worker && (o.token_url.empty() || o.api_url.empty() || o.ca_file.empty())) {
+        std::cerr << "stampede-demo: --worker needs --worker-token-url, --worker-api-url and "
+                     "--worker-ca-file\n";
+        return 2;
+    }
+#ifndef STAMPEDE_DEMO_FLEET
+    if (!o.redis_url.empty()) {
+        std::cerr << "stampede-demo: --redis needs stampede::redis, which this build lacks "
+                     "(configure with -DSTAMPEDE_BUILD_REDIS=ON)\n";
+        return 2;
+    }
+#endif
     return 0;
 }
 
@@ -214,9 +274,11 @@ struct demo_results {
     std::atomic<int> api_ok{0};
 };
 
-// One caller: a cold-start call, then calls every 50 ms until `load_until`.
+// One caller: a cold-start call, then calls every 50 ms until `load_until`. Calls
+// `on_first_call` after its cold-start call, whatever its outcome.
 asio::awaitable<void> caller(stampede::token_source& auth, demo_results& results,
-                             steady_clock::time_point load_until)
+                             steady_clock::time_point load_until,
+                             std::function<void()> on_first_call)
 {
     auto start = steady_clock::now();
     try {
@@ -226,8 +288,10 @@ asio::awaitable<void> caller(stampede::token_source& auth, demo_results& results
             ++results.errors;
         }
         ++results.callers_served;
+        on_first_call();
     } catch (const std::exception&) {
         ++results.errors;
+        on_first_call();
         co_return;
     }
 
@@ -246,12 +310,11 @@ asio::awaitable<void> caller(stampede::token_source& auth, demo_results& results
     }
 }
 
-// Revokes the token at the server, then sends API requests that must recover from 401.
-asio::awaitable<void> revoke_and_call_api(stampede::emulator::server& server,
-                                          stampede::api_client& api, demo_results& results,
-                                          int requests, std::atomic<int>& finished)
+// Sends API requests, each of which must end with 200, recovering from 401 if the token
+// was revoked.
+asio::awaitable<void> call_api(stampede::api_client& api, demo_results& results, int requests,
+                               std::atomic<int>& finished)
 {
-    server.revoke_all();
     for (int i = 0; i < requests; ++i) {
         asio::co_spawn(co_await asio::this_coro::executor,
                        [&]() -> asio::awaitable<void> {
@@ -266,7 +329,125 @@ asio::awaitable<void> revoke_and_call_api(stampede::emulator::server& server,
                        },
                        asio::detached);
     }
+    co_return;
 }
+
+// Revokes the token at the server, then sends API requests that must recover from 401.
+asio::awaitable<void> revoke_and_call_api(stampede::emulator::server& server,
+                                          stampede::api_client& api, demo_results& results,
+                                          int requests, std::atomic<int>& finished)
+{
+    server.revoke_all();
+    co_await call_api(api, results, requests, finished);
+}
+
+#ifdef STAMPEDE_DEMO_FLEET
+// Runs one worker of a fleet: the load of the single-process demo against the parent's
+// emulator, with the token source in fleet mode. Writes `cold-start` on a line of its
+// own once every caller has made its first call, then its counters as one JSON line.
+// The parent revokes the token halfway; the API requests go out just after that.
+int run_worker(const demo_options& opts)
+{
+    const char* redis_url = std::getenv(stampede::demo::redis_url_variable);
+    if (redis_url == nullptr) {
+        std::cerr << "stampede-demo worker: " << stampede::demo::redis_url_variable
+                  << " is not set\n";
+        return 2;
+    }
+    stampede::redis::config redis_config;
+    stampede::diagnostics diag;
+    if (stampede::redis::parse_url(redis_url, redis_config, diag)) {
+        std::cerr << "stampede-demo worker: invalid Redis URL: " << diag.client_message() << '\n';
+        return 2;
+    }
+    redis_config.ca_file = opts.redis_ca_file;
+    // All the workers start at once on one machine, so Redis may answer slowly at first;
+    // a command that timed out would make that worker fetch on its own.
+    redis_config.connect_timeout = std::chrono::seconds(10);
+    redis_config.command_timeout = std::chrono::seconds(5);
+
+    asio::io_context ctx;
+    auto store = std::make_shared<stampede::redis::redis_token_store>(ctx.get_executor(),
+                                                                      redis_config);
+    stampede::token_source_settings settings;
+    settings.client_id = "demo-client";
+    settings.client_secret = stampede::secret_string("demo-secret");
+    settings.token_url = opts.token_url;
+    settings.transport.ca_file = opts.ca_file;
+    settings.fleet.store = store;
+    settings.logger = stampede::logger::to_stderr(stampede::log_level::warning);
+    stampede::token_source auth(ctx, settings);
+
+    stampede::api_client_settings api_settings;
+    api_settings.base_url = opts.api_url;
+    api_settings.transport.ca_file = opts.ca_file;
+    stampede::api_client api(auth, api_settings);
+
+    demo_results results;
+    std::atomic<int> first_calls{0};
+    const std::function<void()> on_first_call = [&] {
+        if (first_calls.fetch_add(1) + 1 == opts.callers) {
+            std::cout << "cold-start" << std::endl;
+        }
+    };
+    const auto started = steady_clock::now();
+    const auto load_until =
+        started + std::chrono::milliseconds(static_cast<long long>(opts.duration_s * 1000));
+    for (int i = 0; i < opts.callers; ++i) {
+        asio::co_spawn(ctx, caller(auth, results, load_until, on_first_call), asio::detached);
+    }
+
+    // The parent revokes the token halfway through its own run, which began just before
+    // this worker's, so the API requests go 200 ms after this worker's halfway point.
+    std::atomic<int> api_finished{0};
+    asio::steady_timer api_timer(ctx, started + (load_until - started) / 2 + 200ms);
+    api_timer.async_wait([&](boost::system::error_code) {
+        asio::co_spawn(ctx, call_api(api, results, opts.api_requests, api_finished),
+                       asio::detached);
+    });
+
+    std::vector<std::thread> threads;
+    auto work = asio::make_work_guard(ctx);
+    for (unsigned i = 0; i < opts.threads; ++i) {
+        threads.emplace_back([&] { ctx.run(); });
+    }
+    while (steady_clock::now() < load_until + 1s || api_finished.load() < opts.api_requests) {
+        std::this_thread::sleep_for(50ms);
+        if (steady_clock::now() > load_until + 120s) {
+            break;
+        }
+    }
+    const auto source_stats = auth.stats();
+    const auto api_stats = api.stats();
+    auth.shutdown();
+    store->close();
+    work.reset();
+    ctx.stop();
+    for (auto& t : threads) {
+        t.join();
+    }
+
+    boost::json::object out{
+        {"callers", opts.callers},
+        {"callers_served", results.callers_served.load()},
+        {"api_ok", results.api_ok.load()},
+        {"errors", results.errors.load()},
+        {"requests", source_stats.requests},
+        {"refreshes_ahead", source_stats.refreshes_ahead},
+        {"shared_hits", source_stats.shared_hits},
+        {"lease_waits", source_stats.lease_waits},
+        {"leases_taken", source_stats.leases_taken},
+        {"store_errors", source_stats.store_errors},
+        {"token_connections", source_stats.connections_opened},
+        {"unauthorized_recoveries", api_stats.token_retries},
+        {"cold_start", latency_json(results.cold_start)},
+        {"under_load", latency_json(results.under_load)},
+    };
+    std::cout << boost::json::serialize(out) << std::endl;
+    const bool all_served = results.callers_served.load() == opts.callers;
+    return all_served && results.errors.load() == 0 ? 0 : 1;
+}
+#endif
 
 } // namespace
 
@@ -276,6 +457,14 @@ int main(int argc, char** argv)
     if (int rc = parse_options(argc, argv, opts); rc != 0) {
         return rc < 0 ? 0 : rc;
     }
+#ifdef STAMPEDE_DEMO_FLEET
+    if (opts.worker) {
+        return run_worker(opts);
+    }
+    if (!opts.redis_url.empty()) {
+        return stampede::demo::run_fleet(opts);
+    }
+#endif
 
     // The emulator, as the Stampede documentation describes the service: 20 token
     // requests a minute and about 100 API requests per 15 minutes.
@@ -317,7 +506,7 @@ int main(int argc, char** argv)
     const auto load_until =
         started + std::chrono::milliseconds(static_cast<long long>(opts.duration_s * 1000));
     for (int i = 0; i < opts.callers; ++i) {
-        asio::co_spawn(ctx, caller(auth, results, load_until), asio::detached);
+        asio::co_spawn(ctx, caller(auth, results, load_until, [] {}), asio::detached);
     }
 
     // Halfway through the load, revoke the token and call the API.

@@ -92,7 +92,7 @@ private:
     void do_try_lease(std::string cache_key, std::chrono::milliseconds ttl,
                       stampede::detail::store_handler<std::optional<token_lease>> handler) override;
     void do_release(token_lease lease, stampede::detail::store_handler<bool> handler) override;
-    void do_wait(token_key key, std::chrono::milliseconds max_wait,
+    void do_wait(token_key key, secret_string replaced_token, std::chrono::milliseconds max_wait,
                  stampede::detail::store_handler<std::optional<stored_token>> handler) override;
     void do_invalidate(token_key key, secret_string token_value,
                        stampede::detail::store_handler<bool> handler) override;

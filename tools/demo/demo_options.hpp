@@ -1,0 +1,44 @@
+// The options of stampede-demo, shared by the single-process run, the fleet parent and
+// its workers.
+
+#ifndef STAMPEDE_DEMO_OPTIONS_HPP
+#define STAMPEDE_DEMO_OPTIONS_HPP
+
+#include <algorithm>
+#include <string>
+#include <thread>
+
+namespace stampede::demo {
+
+struct demo_options {
+    int callers = 10000;
+    double token_lifetime_s = 6;
+    double duration_s = 8;
+    unsigned threads = std::max(2u, std::thread::hardware_concurrency());
+    int api_requests = 4;
+    bool json = false;
+
+    // Fleet mode.
+    int processes = 1;
+    std::string redis_url;
+    std::string redis_ca_file;
+
+    // A worker of a fleet, started by the parent with the emulator's URLs and CA file.
+    bool worker = false;
+    std::string token_url;
+    std::string api_url;
+    std::string ca_file;
+};
+
+/// The environment variable that passes the Redis URL, which may contain a password, from
+/// the fleet parent to its workers instead of their command lines.
+inline constexpr const char* redis_url_variable = "STAMPEDE_DEMO_REDIS_URL";
+
+/// Runs the demo in `opts.processes` worker processes that share the Redis store at
+/// `opts.redis_url` and one emulator started here, and prints the fleet's totals.
+/// Returns the exit status of stampede-demo.
+int run_fleet(const demo_options& opts);
+
+} // namespace stampede::demo
+
+#endif
