@@ -161,8 +161,10 @@ fleet_coordinator::wait_for_fleet_permit(const std::atomic<bool>& stopping)
         const auto now = steady_clock::now();
         const auto lease_left = lease_taken_at_ + fleet_.lease_ttl - now;
         const bool keep_lease = lease_left - decision.retry_after >= request_timeout_;
+        // A named copy: clang 14 cannot capture a structured binding in a lambda.
+        const milliseconds retry_after = decision.retry_after;
         log(logger_, log_level::debug, [&] {
-            return "fleet limiter: next token request in " + format_ms(decision.retry_after) +
+            return "fleet limiter: next token request in " + format_ms(retry_after) +
                    (keep_lease ? ", holding the lease" : ", releasing the lease meanwhile");
         });
         if (!keep_lease) {
