@@ -70,9 +70,12 @@ std::optional<double> optional_number(const json::object& object, std::string_vi
         return std::nullopt;
     }
     if (value->is_number()) {
-        return value->to_number<double>();
-    }
-    if (value->is_string()) {
+        // Boost.JSON 1.81 reads some numbers, such as 0e400, as NaN or infinity.
+        const double number = value->to_number<double>();
+        if (std::isfinite(number)) {
+            return number;
+        }
+    } else if (value->is_string()) {
         const json::string& text = value->get_string();
         double number = 0;
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
