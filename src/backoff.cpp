@@ -86,15 +86,13 @@ std::string validate(const backoff_settings& s) {
                ": must be positive (set max_attempts to 1 to disable retries)";
     }
 
-    // Ten years: delays are added to clock readings, which must not overflow.
-    constexpr milliseconds longest{std::chrono::hours(24 * 3653)};
     const std::pair<const char*, milliseconds> durations[] = {
         {"initial_delay", s.initial_delay}, {"max_delay", s.max_delay},
         {"min_delay", s.min_delay},         {"max_retry_after", s.max_retry_after},
         {"max_elapsed", s.max_elapsed},
     };
     for (const auto& [field, value] : durations) {
-        if (value > longest) {
+        if (value > max_setting_duration) {
             return std::string("invalid backoff_settings::") + field + " " + describe(value) +
                    ": must be at most ten years";
         }

@@ -214,7 +214,7 @@ struct http_connection::impl {
         , lg(std::move(log))
         , buffer(read_buffer_limit(transport)) {}
 
-    // The read buffer holds the headers, and then each chunk line and trailer of a chunked
+    // The read buffer contains the headers, and then each chunk line and trailer of a chunked
     // body, so it needs the header limit and one read's worth more. Beast 1.81 applies no
     // limit of its own to chunk extensions and trailers, so without this bound a hostile
     // server could grow the buffer until memory runs out.
@@ -693,7 +693,7 @@ http_connection::impl::exchange(http_request& request, http_response& response, 
     tcp_layer().expires_never();
 
     // Status codes below 100 do not exist, and 101 (Switching Protocols) was not asked for,
-    // so neither is a final answer to this request. Without this check a status of 0 would
+    // so neither is a final response to this request. Without this check a status of 0 would
     // become an error code of value 0, which reads as success.
     if (const unsigned status = parser->get().result_int(); status < 100 || status == 101) {
         close_stream();
@@ -776,7 +776,7 @@ asio::awaitable<error_code> http_connection::impl::send(http_request& request,
 // Closing
 //
 
-// Overwrites the read buffer's unused storage, which still holds the raw bytes of the last
+// Overwrites the read buffer's unused storage, which still contains the raw bytes of the last
 // response (a token, or an API body) after the parser consumed them.
 void http_connection::impl::wipe_spare_buffer() {
     if (buffer.size() == 0 && buffer.capacity() > 0) {

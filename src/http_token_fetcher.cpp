@@ -71,7 +71,7 @@ public:
     }
 
 private:
-    // The request body holds the client secret, and a successful response body the token.
+    // The request body contains the client secret, and a successful response body the token.
     static void wipe(std::string& text) noexcept { OPENSSL_cleanse(text.data(), text.size()); }
 
     void remember_token(const secret_string& token)

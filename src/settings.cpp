@@ -35,17 +35,13 @@ bool has_control_character(std::string_view text)
     });
 }
 
-// Ten years: the longest duration any setting accepts. Clock readings plus a few such
-// durations stay far from overflowing 64-bit nanoseconds.
-constexpr std::chrono::milliseconds max_duration{std::chrono::hours(24 * 3653)};
-
 std::string check_not_too_long(std::string_view field, std::chrono::milliseconds value)
 {
-    if (value <= max_duration) {
+    if (value <= max_setting_duration) {
         return {};
     }
     return std::string(field) + " is " + ms(value) + "; it must be at most ten years (" +
-           ms(max_duration) + ")";
+           ms(max_setting_duration) + ")";
 }
 
 // Returns a message when a duration that must be positive is not, or is so long that

@@ -160,6 +160,17 @@ std::string count_attempts(unsigned attempts)
     return std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
 }
 
+// Makes `slot` this thread's entry for the source `id`, handing the hit count of its
+// previous source back to that source.
+void claim_slot(tls_slot& slot, std::uint64_t id)
+{
+    ensure_thread_registered();
+    if (slot.owner.load(std::memory_order_relaxed) != id) {
+        cache_registry::instance().retire_hits(slot);
+        slot.owner.store(id, std::memory_order_relaxed);
+    }
+}
+
 // Appends a sentence to a diagnostics message, ending the previous one first.
 void append_sentence(diagnostics& diag, const std::string& sentence)
 {
@@ -443,11 +454,7 @@ const token_snapshot* token_source_impl::refresh_slot(tls_slot& slot) noexcept
         generation = 0;
     }
 
-    ensure_thread_registered();
-    if (slot.owner.load(std::memory_order_relaxed) != id_) {
-        cache_registry::instance().retire_hits(slot);
-        slot.owner.store(id_, std::memory_order_relaxed);
-    }
+    claim_slot(slot, id_);
     if (slot.snapshot.load(std::memory_order_relaxed) != current.get()) {
         release_slot(slot);
         slot.snapshot.store(current.detach(), std::memory_order_relaxed);
@@ -480,11 +487,7 @@ tls_slot& token_source_impl::hold_in_current_thread(
     // The token is no longer the current one (invalidated or replaced while the caller
     // was being resumed). Keep it alive in the slot under a generation that never
     // matches, so the view stays valid and the next call looks again.
-    ensure_thread_registered();
-    if (slot.owner.load(std::memory_order_relaxed) != id_) {
-        cache_registry::instance().retire_hits(slot);
-        slot.owner.store(id_, std::memory_order_relaxed);
-    }
+    claim_slot(slot, id_);
     release_slot(slot);
     slot.snapshot.store(token.detach(), std::memory_order_relaxed);
     slot.generation = 0;

@@ -171,7 +171,7 @@ boost::asio::awaitable<op_result<api_response>> run_request(std::shared_ptr<api_
 
 /// The cancellation signal between a caller's slot and the coroutine of one operation.
 ///
-/// The caller's slot gets a handler that holds this object and emits on the client's
+/// The caller's slot gets a handler that owns a reference to this object and emits on the client's
 /// strand, so co_spawn's own cancellation handler only ever runs there, and a
 /// cancellation that races the completion finds the signal alive and its slot empty.
 struct operation_cancellation {

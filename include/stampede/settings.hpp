@@ -62,6 +62,10 @@ std::optional<client_auth_method> parse_client_auth_method(std::string_view name
 /// Writes `to_string(method)`.
 std::ostream& operator<<(std::ostream& os, client_auth_method method);
 
+/// Longest duration any setting accepts: ten years. Clock readings plus a few such
+/// durations stay far from overflowing 64-bit nanoseconds.
+inline constexpr milliseconds max_setting_duration{std::chrono::hours(24 * 3653)};
+
 /// Transport settings: TLS trust, timeouts and size limits.
 struct transport_settings {
     /// PEM file of certificate authorities to trust instead of the system store.

@@ -387,7 +387,7 @@ BOOST_AUTO_TEST_CASE(completion_runs_on_handler_executor)
 BOOST_AUTO_TEST_CASE(cancellations_racing_completions_on_two_threads)
 {
     // Each caller runs on its own strand of a two-thread io_context and cancels its request
-    // with a timer that fires around the time the 30 ms answer arrives, so cancellations
+    // with a timer that fires around the time the 30 ms response arrives, so cancellations
     // race completions. Every request must complete exactly once; sanitizer builds also
     // check that a late cancellation touches no freed memory.
     auto opts = default_emulator_options();
