@@ -24,7 +24,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <sys/prctl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -148,6 +152,13 @@ asio::awaitable<void> caller(stampede::token_source& source, worker_results& res
 
 int main(int argc, char** argv)
 {
+    // A worker ends with the test that started it, even when that test crashes. Otherwise
+    // its callers would go on calling until someone kills them.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() == 1) {
+        return 2;
+    }
+
     worker_options opts;
     try {
         if (!parse_options(argc, argv, opts)) {
