@@ -7,7 +7,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -36,15 +35,6 @@ std::string to_hex(const unsigned char* data, std::size_t size)
     return hex;
 }
 
-void append_field(std::string& out, std::string_view field)
-{
-    const auto size = static_cast<std::uint32_t>(field.size());
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        out.push_back(static_cast<char>((size >> shift) & 0xff));
-    }
-    out.append(field);
-}
-
 std::int64_t unix_ms(system_clock::time_point t)
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -57,30 +47,6 @@ std::ostream& operator<<(std::ostream& os, const stored_token& token)
     return os << "stored_token{access_token: [redacted], token_type: '" << token.token_type
               << "', scope: '" << token.scope << "', issued_at: " << unix_ms(token.issued_at)
               << " ms, expires_at: " << unix_ms(token.expires_at) << " ms (Unix)}";
-}
-
-std::string make_cache_key(std::string_view token_url, std::string_view client_id,
-                           std::vector<std::pair<std::string, std::string>> request_parameters)
-{
-    std::sort(request_parameters.begin(), request_parameters.end());
-
-    std::string encoded;
-    append_field(encoded, "stampede cache key v1");
-    append_field(encoded, token_url);
-    append_field(encoded, client_id);
-    append_field(encoded, std::to_string(request_parameters.size()));
-    for (const auto& [name, value] : request_parameters) {
-        append_field(encoded, name);
-        append_field(encoded, value);
-    }
-
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_size = 0;
-    if (EVP_Digest(encoded.data(), encoded.size(), digest, &digest_size, EVP_sha256(), nullptr) !=
-        1) {
-        throw std::runtime_error("SHA-256 is not available in OpenSSL");
-    }
-    return "v1:" + to_hex(digest, digest_size);
 }
 
 std::string make_lease_owner()

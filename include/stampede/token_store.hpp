@@ -17,7 +17,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 namespace stampede {
 
@@ -39,15 +38,6 @@ struct stored_token {
 
 /// Writes the type, scope and times; the token itself is written as `[redacted]`.
 std::ostream& operator<<(std::ostream& os, const stored_token& token);
-
-/// Returns the cache key of a configuration: `v1:` and the hex SHA-256 of the token URL,
-/// the client id and the request parameters (such as `scope`). Each field is
-/// length-prefixed and the parameters are sorted, so configurations that differ in any
-/// of them never share a token. The client secret is not part of the key, because it
-/// keys the encryption of the entry instead.
-std::string
-make_cache_key(std::string_view token_url, std::string_view client_id,
-               std::vector<std::pair<std::string, std::string>> request_parameters = {});
 
 /// One configuration's place in a store: its cache key and the client secret that
 /// encrypts the entry in shared stores.

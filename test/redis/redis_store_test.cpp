@@ -12,6 +12,7 @@
 #include <stampede/redis/entry_codec.hpp>
 #include <stampede/redis/error.hpp>
 #include <stampede/redis/redis_token_store.hpp>
+#include <stampede/token_cache_key.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -53,8 +54,10 @@ stored_token make_token(std::chrono::milliseconds lifetime, std::string_view val
 
 token_key make_key(std::string secret = "client-secret")
 {
-    return token_key{stampede::make_cache_key("https://127.0.0.1/oauth/token", "client-a"),
-                     stampede::secret_string(secret)};
+    stampede::token_source_settings settings;
+    settings.token_url = "https://127.0.0.1/oauth/token";
+    settings.client_id = "client-a";
+    return token_key{stampede::token_cache_key(settings), stampede::secret_string(secret)};
 }
 
 redis::store_settings settings_with_poll(std::chrono::milliseconds poll)

@@ -257,30 +257,6 @@ BOOST_AUTO_TEST_CASE(entry_version_and_length_are_checked)
                                        opened) == redis::errc::entry_authentication_failed);
 }
 
-// Cache key
-// -----------------------------------------------------------------------------------------
-
-BOOST_AUTO_TEST_CASE(cache_key_differs_per_field)
-{
-    const std::string base = stampede::make_cache_key("https://a/token", "client", {});
-    BOOST_TEST(base.rfind("v1:", 0) == 0);
-    BOOST_TEST(base.size() == 3 + 64);
-    BOOST_TEST(base != stampede::make_cache_key("https://b/token", "client", {}));
-    BOOST_TEST(base != stampede::make_cache_key("https://a/token", "client2", {}));
-    BOOST_TEST(base != stampede::make_cache_key("https://a/token", "client", {{"scope", "x"}}));
-    BOOST_TEST(stampede::make_cache_key("https://a/token", "client", {{"scope", "x"}}) !=
-               stampede::make_cache_key("https://a/token", "client", {{"scope", "y"}}));
-
-    // Length prefixes keep field boundaries: moving a character between fields changes it.
-    BOOST_TEST(stampede::make_cache_key("ab", "c", {}) != stampede::make_cache_key("a", "bc", {}));
-}
-
-BOOST_AUTO_TEST_CASE(cache_key_ignores_parameter_order)
-{
-    BOOST_TEST(stampede::make_cache_key("u", "c", {{"scope", "x"}, {"audience", "y"}}) ==
-               stampede::make_cache_key("u", "c", {{"audience", "y"}, {"scope", "x"}}));
-}
-
 // memory_token_store
 // -----------------------------------------------------------------------------------------
 
