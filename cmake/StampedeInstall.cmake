@@ -16,6 +16,19 @@ install(EXPORT stampedeTargets
     NAMESPACE stampede::
     DESTINATION ${STAMPEDE_CMAKE_DIR})
 
+# stampede::redis has an export set of its own, so that the package config loads it, and
+# looks for hiredis, only for projects that ask for the `redis` component.
+if(TARGET stampede_redis)
+    install(TARGETS stampede_redis EXPORT stampedeRedisTargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+    install(EXPORT stampedeRedisTargets
+        NAMESPACE stampede::
+        DESTINATION ${STAMPEDE_CMAKE_DIR})
+endif()
+
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/stampedeConfig.cmake.in
     ${PROJECT_BINARY_DIR}/stampedeConfig.cmake
     INSTALL_DESTINATION ${STAMPEDE_CMAKE_DIR})
