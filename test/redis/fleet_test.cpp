@@ -487,13 +487,15 @@ BOOST_AUTO_TEST_CASE(fleet_entry_is_encrypted_and_bound_to_secret)
 }
 
 #ifdef STAMPEDE_DEMO_BINARY
-BOOST_AUTO_TEST_CASE(demo_fleet_cold_start_one_request)
+namespace {
+
+// Runs stampede-demo as a fleet of 8 processes with 200 callers each and returns its JSON
+// report, after checking that every caller was served.
+boost::json::object run_demo_fleet(const redis_server& server, const std::string& extra_options)
 {
-    redis_server server;
     const std::string command = std::string(STAMPEDE_DEMO_BINARY) + " --processes 8 --redis '" +
-                                redis_url(server) +
-                                "' --json --callers 200 --duration 2 --threads 1 "
-                                "--api-requests 1 2>/dev/null";
+                                redis_url(server) + "' --json --callers 200 --threads 1 " +
+                                extra_options + " 2>/dev/null";
     FILE* pipe = ::popen(command.c_str(), "r");
     BOOST_TEST_REQUIRE(pipe != nullptr);
     std::string output;
@@ -506,10 +508,36 @@ BOOST_AUTO_TEST_CASE(demo_fleet_cold_start_one_request)
     BOOST_TEST(WIFEXITED(status));
     BOOST_TEST(WEXITSTATUS(status) == 0);
 
-    const auto report = boost::json::parse(output).as_object();
-    BOOST_TEST(report.at("cold_start_token_requests").to_number<std::int64_t>() == 1);
+    auto report = boost::json::parse(output).as_object();
     BOOST_TEST(report.at("callers_served").to_number<std::int64_t>() == 1600);
     BOOST_TEST(report.at("errors").to_number<std::int64_t>() == 0);
     BOOST_TEST(report.at("failed_processes").to_number<std::int64_t>() == 0);
+    return report;
+}
+
+std::int64_t cold_start_requests(const boost::json::object& report)
+{
+    return report.at("cold_start").as_object().at("token_requests").to_number<std::int64_t>();
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(demo_fleet_cold_start_one_request)
+{
+    redis_server server;
+    const auto report = run_demo_fleet(server, "");
+    BOOST_TEST(report.at("token_requests").to_number<std::int64_t>() == 1);
+    BOOST_TEST(cold_start_requests(report) == 1);
+    BOOST_TEST(report.at("shared_hits").to_number<std::int64_t>() >= 1);
+}
+
+BOOST_AUTO_TEST_CASE(demo_fleet_load_replaces_revoked_token)
+{
+    redis_server server;
+    const auto report = run_demo_fleet(server, "--duration 2 --api-requests 1");
+    BOOST_TEST(cold_start_requests(report) == 1);
+    // The token revoked halfway is replaced: at least one request after the cold start.
+    BOOST_TEST(report.at("token_requests").to_number<std::int64_t>() >= 2);
+    BOOST_TEST(report.at("api_requests").to_number<std::int64_t>() >= 8);
 }
 #endif

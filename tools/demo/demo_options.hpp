@@ -5,6 +5,7 @@
 #define STAMPEDE_DEMO_OPTIONS_HPP
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -13,7 +14,8 @@ namespace stampede::demo {
 struct demo_options {
     int callers = 10000;
     double token_lifetime_s = 6;
-    double duration_s = 8;
+    /// How long the load continues after the cold start. Unset means the mode's default.
+    std::optional<double> duration_s;
     unsigned threads = std::max(2u, std::thread::hardware_concurrency());
     int api_requests = 4;
     bool json = false;
@@ -29,6 +31,13 @@ struct demo_options {
     std::string api_url;
     std::string ca_file;
 };
+
+/// The single-process run shows the load phase by default. A fleet shows only its cold
+/// start, where sharing one token matters most, unless --duration is given.
+inline double load_duration(const demo_options& opts)
+{
+    return opts.duration_s.value_or(opts.redis_url.empty() ? 8.0 : 0.0);
+}
 
 /// The environment variable that passes the Redis URL, which may contain a password, from
 /// the fleet parent to its workers instead of their command lines.

@@ -1,6 +1,7 @@
 // stampede-demo --processes N --redis URL: the parent of a fleet. It starts the emulator
 // on loopback, starts N copies of this program as workers that share the Redis token
-// store, revokes the token halfway through, and adds up what the workers report. The
+// store, and adds up what the workers report. By default the run is the fleet's cold
+// start. With --duration the load goes on and the token is revoked halfway through. The
 // token requests are counted at the emulator, so they are the fleet's.
 
 #include "demo_options.hpp"
@@ -71,7 +72,7 @@ worker_process start_worker(const demo_options& opts, const emulator::server& se
         "--worker-api-url", server.base_url(),
         "--worker-ca-file", ca_file,
         "--callers", std::to_string(opts.callers),
-        "--duration", std::to_string(opts.duration_s),
+        "--duration", std::to_string(load_duration(opts)),
         "--threads", std::to_string(opts.threads),
         "--api-requests", std::to_string(opts.api_requests),
     };
@@ -162,7 +163,17 @@ int run_fleet(const demo_options& opts)
     if (!opts.json) {
         std::cout << "emulator: " << server.token_url() << " (TLS, certificate "
                   << emulator_options.cert_out << ")\n"
-                  << "workers:  " << opts.processes << " processes sharing one Redis store\n";
+                  << "workers:  " << opts.processes << " processes sharing one Redis store\n"
+                  << "scenario: " << opts.callers << " callers in each process ask for a token "
+                  << "at once";
+        if (load_duration(opts) > 0) {
+            std::cout << ", then each calls token() every 50 ms for " << load_duration(opts)
+                      << " s; halfway through, the emulator revokes the token and "
+                      << opts.api_requests << " API requests in each process recover from the 401";
+        } else {
+            std::cout << " (--duration adds a load phase with refreshes and a revocation)";
+        }
+        std::cout << "\n\n";
     }
 
     std::vector<worker_process> workers;
@@ -176,12 +187,16 @@ int run_fleet(const demo_options& opts)
         }
     }
 
-    // Halfway through, revoke the token; the workers' API requests follow just after.
+    // Halfway through the load, if there is one, revoke the token. The workers' API
+    // requests follow just after.
+    const double duration_s = load_duration(opts);
     const auto halfway = steady_clock::now() + std::chrono::milliseconds(static_cast<long long>(
-                                                   opts.duration_s * 1000 / 2));
+                                                   duration_s * 1000 / 2));
     std::thread revoker([&] {
-        std::this_thread::sleep_until(halfway);
-        server.revoke_all();
+        if (duration_s > 0) {
+            std::this_thread::sleep_until(halfway);
+            server.revoke_all();
+        }
     });
 
     // The cold start is over once every worker has served its first calls.
@@ -227,7 +242,6 @@ int run_fleet(const demo_options& opts)
             {"callers", callers},
             {"callers_served", served},
             {"token_requests", emulator_stats.token_requests},
-            {"cold_start_token_requests", cold_start_requests},
             {"cold_start",
              {{"token_requests", cold_start_requests},
               {"slowest_p99_ns", slowest_cold_start(reports, "p99_ns")},

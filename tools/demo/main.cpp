@@ -7,9 +7,10 @@
 // 3. Halfway through, the emulator revokes the token, and API requests recover through
 //    the 401 path: one invalidation, one new token, one retry each.
 //
-// With --processes N and --redis URL it runs the same load in N worker processes that
-// share one Redis token store (fleet mode) and one emulator, started by this process,
-// and reports the fleet's totals (see fleet.cpp). The workers are this program again,
+// With --processes N and --redis URL it runs N worker processes that share one Redis
+// token store (fleet mode) and one emulator, started by this process, and reports the
+// fleet's totals (see fleet.cpp). A fleet runs only the cold start unless --duration is
+// given. The workers are this program again,
 // started with the hidden --worker options.
 
 #include "demo_options.hpp"
@@ -66,7 +67,8 @@ refreshes ahead of expiry, and API requests that recover from a revoked token.
 Options:
   --callers N               concurrent coroutines calling token() (default 10000)
   --token-lifetime SECONDS  lifetime of the emulator's tokens (default 6)
-  --duration SECONDS        how long the load continues after the cold start (default 8)
+  --duration SECONDS        how long the load continues after the cold start (default 8;
+                            in fleet mode 0, the cold start alone)
   --threads N               threads running the io_context (default: the number of
                             cores, at least 2)
   --api-requests N          concurrent API requests sent after the token is revoked
@@ -128,12 +130,13 @@ private:
     std::atomic<std::uint64_t> max_ns_{0};
 };
 
-bool parse_number(std::string_view text, double& out)
+bool parse_number(std::string_view text, double& out, bool zero_allowed)
 {
     try {
         std::size_t used = 0;
         out = std::stod(std::string(text), &used);
-        return used == text.size() && out > 0 && std::isfinite(out);
+        return used == text.size() && (out > 0 || (zero_allowed && out == 0)) &&
+               std::isfinite(out);
     } catch (const std::exception&) {
         return false;
     }
@@ -195,9 +198,11 @@ int parse_options(int argc, char** argv, demo_options& o)
         }
         const std::string_view value = argv[++i];
         double number = 0;
-        if (!parse_number(value, number)) {
-            std::cerr << "stampede-demo: " << arg << " expects a positive number, got '" << value
-                      << "'\n";
+        const bool zero_allowed = arg == "--duration";
+        if (!parse_number(value, number, zero_allowed)) {
+            std::cerr << "stampede-demo: " << arg << " expects a "
+                      << (zero_allowed ? "non-negative" : "positive") << " number, got '"
+                      << value << "'\n";
             return 2;
         }
         const bool whole_number_option =
@@ -390,9 +395,11 @@ int run_worker(const demo_options& opts)
             std::cout << "cold-start" << std::endl;
         }
     };
+    const double duration_s = stampede::demo::load_duration(opts);
+    const int api_requests = duration_s > 0 ? opts.api_requests : 0;
     const auto started = steady_clock::now();
     const auto load_until =
-        started + std::chrono::milliseconds(static_cast<long long>(opts.duration_s * 1000));
+        started + std::chrono::milliseconds(static_cast<long long>(duration_s * 1000));
     for (int i = 0; i < opts.callers; ++i) {
         asio::co_spawn(ctx, caller(auth, results, load_until, on_first_call), asio::detached);
     }
@@ -401,17 +408,19 @@ int run_worker(const demo_options& opts)
     // this worker's, so the API requests go 200 ms after this worker's halfway point.
     std::atomic<int> api_finished{0};
     asio::steady_timer api_timer(ctx, started + (load_until - started) / 2 + 200ms);
-    api_timer.async_wait([&](boost::system::error_code) {
-        asio::co_spawn(ctx, call_api(api, results, opts.api_requests, api_finished),
-                       asio::detached);
-    });
+    if (api_requests > 0) {
+        api_timer.async_wait([&](boost::system::error_code) {
+            asio::co_spawn(ctx, call_api(api, results, api_requests, api_finished),
+                           asio::detached);
+        });
+    }
 
     std::vector<std::thread> threads;
     auto work = asio::make_work_guard(ctx);
     for (unsigned i = 0; i < opts.threads; ++i) {
         threads.emplace_back([&] { ctx.run(); });
     }
-    while (steady_clock::now() < load_until + 1s || api_finished.load() < opts.api_requests) {
+    while (steady_clock::now() < load_until + 1s || api_finished.load() < api_requests) {
         std::this_thread::sleep_for(50ms);
         if (steady_clock::now() > load_until + 120s) {
             break;
@@ -478,14 +487,20 @@ int main(int argc, char** argv)
     emulator_options.log_requests = false;
     stampede::emulator::server server(emulator_options);
     server.start();
+    // Without a load phase there is nothing to revoke the token in the middle of.
+    const double duration_s = stampede::demo::load_duration(opts);
+    const int api_requests = duration_s > 0 ? opts.api_requests : 0;
     if (!opts.json) {
         std::cout << "emulator: " << server.token_url() << " (TLS on loopback, tokens live "
                   << opts.token_lifetime_s << " s)\n"
-                  << "scenario: " << opts.callers << " callers ask for a token at once, then "
-                  << "each calls token() every 50 ms for " << opts.duration_s
-                  << " s on " << opts.threads << (opts.threads == 1 ? " thread" : " threads")
-                  << "; halfway through, the emulator revokes the token and "
-                  << opts.api_requests << " API requests recover from the 401\n\n";
+                  << "scenario: " << opts.callers << " callers ask for a token at once on "
+                  << opts.threads << (opts.threads == 1 ? " thread" : " threads");
+        if (duration_s > 0) {
+            std::cout << ", then each calls token() every 50 ms for " << duration_s
+                      << " s; halfway through, the emulator revokes the token and "
+                      << api_requests << " API requests recover from the 401";
+        }
+        std::cout << "\n\n";
     }
 
     asio::io_context ctx;
@@ -504,7 +519,7 @@ int main(int argc, char** argv)
     demo_results results;
     const auto started = steady_clock::now();
     const auto load_until =
-        started + std::chrono::milliseconds(static_cast<long long>(opts.duration_s * 1000));
+        started + std::chrono::milliseconds(static_cast<long long>(duration_s * 1000));
     for (int i = 0; i < opts.callers; ++i) {
         asio::co_spawn(ctx, caller(auth, results, load_until, [] {}), asio::detached);
     }
@@ -512,10 +527,13 @@ int main(int argc, char** argv)
     // Halfway through the load, revoke the token and call the API.
     std::atomic<int> api_finished{0};
     asio::steady_timer revoke_timer(ctx, started + (load_until - started) / 2);
-    revoke_timer.async_wait([&](boost::system::error_code) {
-        asio::co_spawn(ctx, revoke_and_call_api(server, api, results, opts.api_requests, api_finished),
-                       asio::detached);
-    });
+    if (api_requests > 0) {
+        revoke_timer.async_wait([&](boost::system::error_code) {
+            asio::co_spawn(ctx,
+                           revoke_and_call_api(server, api, results, api_requests, api_finished),
+                           asio::detached);
+        });
+    }
 
     std::vector<std::thread> threads;
     auto work = asio::make_work_guard(ctx);
@@ -524,7 +542,7 @@ int main(int argc, char** argv)
     }
 
     // Wait for the load to end and for the API requests, then stop.
-    while (steady_clock::now() < load_until + 1s || api_finished.load() < opts.api_requests) {
+    while (steady_clock::now() < load_until + 1s || api_finished.load() < api_requests) {
         std::this_thread::sleep_for(50ms);
         if (steady_clock::now() > load_until + 120s) {
             break;
