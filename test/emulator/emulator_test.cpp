@@ -556,6 +556,45 @@ BOOST_AUTO_TEST_CASE(certificate_written_to_cert_out)
     std::filesystem::remove(path);
 }
 
+// Returns the message of the exception that start() throws, or an empty string.
+std::string start_failure(emulator::server& server)
+{
+    try {
+        server.start();
+    } catch (const std::exception& error) {
+        return error.what();
+    }
+    return {};
+}
+
+BOOST_AUTO_TEST_CASE(port_in_use_names_address)
+{
+    auto first = start_server({});
+    const auto port = std::to_string(first->port());
+    emulator::options opts;
+    opts.listen = "127.0.0.1:" + port;
+    emulator::server second(opts);
+
+    const std::string message = start_failure(second);
+    BOOST_TEST_INFO("message: " << message);
+    BOOST_TEST(message.find("cannot listen on 127.0.0.1:" + port) != std::string::npos);
+    BOOST_TEST(message.find("port 0") != std::string::npos);
+    BOOST_TEST(message.find("reactive_socket_service") == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(unwritable_cert_out_names_file)
+{
+    emulator::options opts;
+    opts.cert_out = "/nonexistent-stampede-directory/emulator.pem";
+    emulator::server server(opts);
+
+    const std::string message = start_failure(server);
+    BOOST_TEST_INFO("message: " << message);
+    BOOST_TEST(message.find("/nonexistent-stampede-directory/emulator.pem.tmp") !=
+               std::string::npos);
+    BOOST_TEST(message.find("No such file or directory") != std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(cert_host_mismatch_fails_verification)
 {
     emulator::options opts;

@@ -31,11 +31,14 @@
 #include <openssl/x509v3.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -194,6 +197,12 @@ void write_file_atomically(const std::string& path, const std::string& contents)
     std::string temporary = path + ".tmp";
     {
         std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+        if (!out.is_open()) {
+            const int open_error = errno;
+            throw std::runtime_error("cannot create '" + temporary +
+                                     "': " + std::strerror(open_error) +
+                                     "; check that its directory exists and is writable");
+        }
         out << contents;
         if (!out.flush()) {
             throw std::runtime_error("cannot write the certificate to '" + temporary + "'");
@@ -374,10 +383,24 @@ void server::impl::start()
         auto address = asio::ip::make_address(address_.host);
         tcp::endpoint endpoint(address, address_.port);
         acceptor_.emplace(*io_);
-        acceptor_->open(endpoint.protocol());
-        acceptor_->set_option(tcp::acceptor::reuse_address(true));
-        acceptor_->bind(endpoint);
-        acceptor_->listen(asio::socket_base::max_listen_connections);
+        boost::system::error_code error;
+        acceptor_->open(endpoint.protocol(), error);
+        if (!error) {
+            acceptor_->set_option(tcp::acceptor::reuse_address(true), error);
+        }
+        if (!error) {
+            acceptor_->bind(endpoint, error);
+        }
+        if (!error) {
+            acceptor_->listen(asio::socket_base::max_listen_connections, error);
+        }
+        if (error) {
+            std::ostringstream where;
+            where << endpoint;
+            throw std::runtime_error("cannot listen on " + where.str() + ": " + error.message() +
+                                     "; choose another address or port, or port 0 for a "
+                                     "free one");
+        }
         port_ = acceptor_->local_endpoint().port();
 
         if (!opts_.plain_http) {
