@@ -665,7 +665,7 @@ BOOST_AUTO_TEST_CASE(rate_limited_exits_4)
     const run_result result = run();
     BOOST_TEST(result.exit_status == 4, result);
     BOOST_TEST(result.out == "");
-    BOOST_TEST(contains(result.err, "20 requests per minute"));
+    BOOST_TEST(contains(result.err, "limits requests per client"));
 
     // One request and two retries, then the tool gives up.
     BOOST_TEST(token_requests() == 3u);

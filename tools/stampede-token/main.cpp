@@ -619,7 +619,9 @@ std::string advice_for(int status, const stampede::diagnostics& diag)
                "STAMPEDE_CLIENT_SECRET, or from the credentials file.";
     }
     case exit_rate_limited: {
-        std::string advice = "The token endpoint allows about 20 requests per minute. ";
+        std::string advice =
+            "The token endpoint limits requests per client (Stampede's allows about 20 a "
+            "minute). ";
         if (const auto delay = diag.retry_after()) {
             const auto seconds = std::chrono::ceil<std::chrono::seconds>(*delay).count();
             advice += "The server requested a wait of " + std::to_string(seconds) + " s. ";
