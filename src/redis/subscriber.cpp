@@ -158,7 +158,7 @@ asio::awaitable<void> subscriber::run(std::shared_ptr<subscriber> self)
                        std::to_string(failed_attempts_) + " failed attempts";
             });
         }
-        failed_attempts_ = 0;
+        const auto opened_at = steady_clock::now();
         link_ = candidate;
         if (!channels_.empty()) {
             send_subscribe(channels_);
@@ -175,12 +175,28 @@ asio::awaitable<void> subscriber::run(std::shared_ptr<subscriber> self)
         }
         link_.reset();
         candidate->close();
-        if (!closed_) {
-            stampede::detail::log(log_, log_level::warning, [&] {
-                return "Redis subscriber connection to " + describe(config_) +
-                       " lost: " + read_ec.message() + "; waiters poll until it is back";
-            });
+        if (closed_) {
+            break;
         }
+
+        // A connection that ends soon after it opened (a server or proxy that closes the
+        // pub/sub connection on SUBSCRIBE) counts as a failed attempt, so that the
+        // reconnects back off instead of looping at full speed.
+        if (steady_clock::now() - opened_at < config_.reconnect.max_delay) {
+            note_failure(read_ec, "the connection closed " +
+                                      std::to_string(std::chrono::duration_cast<milliseconds>(
+                                                         steady_clock::now() - opened_at)
+                                                         .count()) +
+                                      " ms after it opened");
+            auto [wait_ec] = co_await retry_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+            (void)wait_ec;
+            continue;
+        }
+        failed_attempts_ = 0;
+        stampede::detail::log(log_, log_level::warning, [&] {
+            return "Redis subscriber connection to " + describe(config_) +
+                   " lost: " + read_ec.message() + "; waiters poll until it is back";
+        });
     }
     running_ = false;
 }

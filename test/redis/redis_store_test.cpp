@@ -20,8 +20,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
+#include <array>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -428,6 +431,100 @@ BOOST_AUTO_TEST_CASE(store_wait_can_be_cancelled)
     });
     holder.close();
     waiter.close();
+}
+
+// A fake Redis on loopback that replies to PING, reports the lease as held on MGET, and
+// closes any connection that sends SUBSCRIBE, as a proxy without pub/sub support may.
+// It counts the SUBSCRIBE connections it closed.
+class subscribe_closing_server {
+public:
+    explicit subscribe_closing_server(asio::io_context& ctx)
+        : acceptor_(ctx, {asio::ip::make_address("127.0.0.1"), 0})
+    {
+        asio::co_spawn(ctx, accept_loop(), asio::detached);
+    }
+
+    redis::config config() const
+    {
+        redis::config cfg;
+        cfg.port = acceptor_.local_endpoint().port();
+        return cfg;
+    }
+
+    int closed_subscribers() const { return closed_subscribers_; }
+
+    void close() { acceptor_.close(); }
+
+private:
+    asio::awaitable<void> accept_loop()
+    {
+        for (;;) {
+            auto [ec, socket] =
+                co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+            if (ec) {
+                co_return;
+            }
+            asio::co_spawn(acceptor_.get_executor(), serve(std::move(socket)), asio::detached);
+        }
+    }
+
+    asio::awaitable<void> serve(asio::ip::tcp::socket socket)
+    {
+        std::string received;
+        std::array<char, 4096> buffer{};
+        for (;;) {
+            auto [ec, n] = co_await socket.async_read_some(asio::buffer(buffer),
+                                                           asio::as_tuple(asio::use_awaitable));
+            if (ec) {
+                co_return;
+            }
+            received.assign(buffer.data(), n);
+            std::string answer;
+            if (received.find("SUBSCRIBE") != std::string::npos) {
+                ++closed_subscribers_;
+                co_return; // the socket closes here
+            }
+            if (received.find("PING") != std::string::npos) {
+                answer = "+PONG\r\n";
+            } else if (received.find("MGET") != std::string::npos) {
+                answer = "*2\r\n$-1\r\n$5\r\nother\r\n";
+            } else {
+                answer = "-ERR unexpected command\r\n";
+            }
+            auto [write_ec, written] = co_await asio::async_write(
+                socket, asio::buffer(answer), asio::as_tuple(asio::use_awaitable));
+            if (write_ec) {
+                co_return;
+            }
+        }
+    }
+
+    asio::ip::tcp::acceptor acceptor_;
+    int closed_subscribers_ = 0;
+};
+
+BOOST_AUTO_TEST_CASE(store_subscriber_backs_off_after_closed_subscribe)
+{
+    asio::io_context ctx;
+    subscribe_closing_server server(ctx);
+    redis::redis_token_store waiter(ctx.get_executor(), server.config(), settings_with_poll(50ms));
+    const token_key key = make_key();
+
+    run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        // The lease stays held, so the wait lasts its whole second while the subscriber
+        // connection is closed on every SUBSCRIBE.
+        auto [ec, token] = co_await wait(waiter, key, 1000ms);
+        BOOST_TEST(!ec);
+        BOOST_TEST(!token.has_value());
+        waiter.close();
+        server.close();
+    });
+
+    // With the reconnect backoff (delays of at least min_delay, 50 ms, growing from
+    // 100 ms) one second allows only a few attempts. Without it the subscriber reconnects
+    // as fast as the loop runs, thousands of times a second.
+    BOOST_TEST(server.closed_subscribers() >= 1);
+    BOOST_TEST(server.closed_subscribers() <= 20);
 }
 
 BOOST_AUTO_TEST_CASE(store_invalidate_removes_only_that_token)
