@@ -63,13 +63,20 @@ return 1
 // GCRA with the state in one key: the theoretical arrival time (tat) in microseconds of
 // the server's clock, so the processes' clocks do not matter. Lua 5.1 numbers are
 // doubles, exact for integers below 2^53 (285 years of microseconds).
+//
+// The script never stores a tat beyond now + tolerance + increment. A larger one means
+// that the server's clock went back or that something else wrote the key, and it would
+// make every process wait that long for a permit, so the script starts again from now.
+// NOTE: a process with a smaller capacity than another one that shares the key takes
+// that one's legitimate tat for such a value and resets it, which lets a burst through.
+// Every process that shares the key must use the same rate_limit.
 constexpr std::string_view gcra_source = R"lua(
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local increment = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then
+if tat == nil or tat < now or tat > now + tolerance + increment then
     tat = now
 end
 local allow_at = tat - tolerance

@@ -532,6 +532,36 @@ BOOST_AUTO_TEST_CASE(fleet_limiter_allows_at_most_capacity_plus_refills)
     BOOST_TEST(retry_after_in_range);
 }
 
+BOOST_AUTO_TEST_CASE(fleet_limiter_ignores_future_state)
+{
+    redis_server server;
+    asio::io_context ctx;
+    redis::connection conn(ctx.get_executor(), server.config());
+    const stampede::rate_limit_settings settings{.capacity = 2, .refill_interval = 100ms};
+    redis::fleet_limiter limiter(conn, "limit:clock", settings);
+
+    redis::limit_decision decision;
+    run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        // The state is two hours ahead of the server's clock, as after the clock went back
+        // two hours. Without the reset every process would wait those two hours.
+        redis::command time{"TIME"};
+        auto time_op = conn.async_execute(std::move(time), asio::as_tuple(asio::use_awaitable));
+        auto [time_ec, now] = co_await std::move(time_op);
+        BOOST_TEST_REQUIRE(!time_ec);
+        BOOST_TEST_REQUIRE(now.elements().size() == 2u);
+        const std::int64_t now_us = std::stoll(now.elements()[0].text()) * 1000000;
+        const std::int64_t future_us = now_us + std::int64_t{2} * 3600 * 1000000;
+        redis::command set{"SET", "limit:clock", std::to_string(future_us)};
+        auto set_op = conn.async_execute(std::move(set), asio::as_tuple(asio::use_awaitable));
+        auto [set_ec, ignored] = co_await std::move(set_op);
+        BOOST_TEST_REQUIRE(!set_ec);
+
+        decision = co_await limiter.async_try_acquire(asio::use_awaitable);
+    });
+    BOOST_TEST(decision.allowed);
+    BOOST_TEST(decision.retry_after <= settings.refill_interval);
+}
+
 BOOST_AUTO_TEST_CASE(fleet_limiter_long_interval_allows_exactly_capacity)
 {
     redis_server server;
