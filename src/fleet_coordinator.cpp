@@ -71,6 +71,14 @@ asio::awaitable<fleet_turn> fleet_coordinator::take_turn(secret_string replaced_
         return fleet_turn{fleet_turn::kind::adopt, std::move(entry)};
     };
 
+    // A holder that dies leaves its lease for at most lease_ttl, and the process that
+    // takes the lease next has lease_ttl for its fetch, longer than a request. Waiting
+    // more than twice that means that the lease outlives its holder's fetch (it was set
+    // by something else, or by a peer with a longer lease_ttl), which could go on for as
+    // long as the lease's time to live.
+    std::optional<steady_clock::time_point> waiting_since;
+    const auto stale_after = 2 * fleet_.lease_ttl + fleet_.max_wait;
+
     for (;;) {
         if (stopped()) {
             co_return fleet_turn{fleet_turn::kind::stopped, std::nullopt};
@@ -119,6 +127,21 @@ asio::awaitable<fleet_turn> fleet_coordinator::take_turn(secret_string replaced_
         // set, always finds the wait it must end.
         if (stopped()) {
             co_return fleet_turn{fleet_turn::kind::stopped, std::nullopt};
+        }
+        const auto now = steady_clock::now();
+        if (!waiting_since) {
+            waiting_since = now;
+        } else if (now - *waiting_since >= stale_after) {
+            stale_leases_.fetch_add(1, std::memory_order_relaxed);
+            log(logger_, log_level::warning, [&] {
+                return "waited " + format_ms(duration_cast<milliseconds>(now - *waiting_since)) +
+                       " for the token lease of cache key " + key_.cache_key +
+                       " without a new token, more than twice lease_ttl (" +
+                       format_ms(fleet_.lease_ttl) +
+                       "); fetching without it. Such a lease comes from a process with a "
+                       "longer lease_ttl or from another writer of the key";
+            });
+            co_return fleet_turn{fleet_turn::kind::fetch, std::nullopt};
         }
         lease_waits_.fetch_add(1, std::memory_order_relaxed);
         secret_string ignored = entry ? entry->access_token : replaced_token;
@@ -240,6 +263,7 @@ fleet_counters fleet_coordinator::counters() const noexcept
     out.lease_waits = lease_waits_.load(std::memory_order_relaxed);
     out.leases_taken = leases_taken_.load(std::memory_order_relaxed);
     out.fleet_limited_waits = fleet_limited_waits_.load(std::memory_order_relaxed);
+    out.stale_leases = stale_leases_.load(std::memory_order_relaxed);
     out.store_errors = store_errors_.load(std::memory_order_relaxed);
     return out;
 }

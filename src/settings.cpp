@@ -250,7 +250,8 @@ std::ostream& operator<<(std::ostream& os, const token_source_stats& s)
        << ", rate_limited_waits=" << s.rate_limited_waits
        << ", connections_opened=" << s.connections_opened << ", shared_hits=" << s.shared_hits
        << ", lease_waits=" << s.lease_waits << ", leases_taken=" << s.leases_taken
-       << ", fleet_limited_waits=" << s.fleet_limited_waits << ", store_errors=" << s.store_errors
+       << ", fleet_limited_waits=" << s.fleet_limited_waits << ", stale_leases=" << s.stale_leases
+       << ", store_errors=" << s.store_errors
        << "}";
     return os;
 }

@@ -660,6 +660,7 @@ token_source_stats token_source_impl::stats() const
         out.lease_waits = fleet.lease_waits;
         out.leases_taken = fleet.leases_taken;
         out.fleet_limited_waits = fleet.fleet_limited_waits;
+        out.stale_leases = fleet.stale_leases;
         out.store_errors = fleet.store_errors;
     }
     return out;
@@ -730,7 +731,10 @@ asio::awaitable<void> token_source_impl::state::fetch_loop(std::shared_ptr<token
                 co_return;
             }
             if (!ec) {
-                if (fleet && fleet->holds_lease()) {
+                // A token fetched without the lease (after a store failure, or past a
+                // stale lease) is stored too, so processes that wait on the store find it
+                // instead of waiting out the lease.
+                if (fleet) {
                     stored_token stored;
                     stored.access_token = token->access_token;
                     stored.token_type = token->token_type;

@@ -63,6 +63,10 @@ struct token_source_stats {
     /// Fleet mode: requests that had to wait for the fleet limiter.
     std::uint64_t fleet_limited_waits = 0;
 
+    /// Fleet mode: fetches made without the lease because it stayed held for
+    /// `2 * fleet.lease_ttl + fleet.max_wait` without a new token.
+    std::uint64_t stale_leases = 0;
+
     /// Fleet mode: failed store and fleet limiter operations. Each one made the process
     /// use its own cache, single flight and rate limiter for that fetch.
     std::uint64_t store_errors = 0;

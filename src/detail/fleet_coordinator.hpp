@@ -48,6 +48,7 @@ struct fleet_counters {
     std::uint64_t lease_waits = 0;
     std::uint64_t leases_taken = 0;
     std::uint64_t fleet_limited_waits = 0;
+    std::uint64_t stale_leases = 0;
     std::uint64_t store_errors = 0;
 };
 
@@ -119,6 +120,7 @@ private:
     std::atomic<std::uint64_t> lease_waits_{0};
     std::atomic<std::uint64_t> leases_taken_{0};
     std::atomic<std::uint64_t> fleet_limited_waits_{0};
+    std::atomic<std::uint64_t> stale_leases_{0};
     std::atomic<std::uint64_t> store_errors_{0};
 };
 
