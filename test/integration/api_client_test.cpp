@@ -793,6 +793,34 @@ BOOST_AUTO_TEST_CASE(rate_limiter_holds_its_bound)
     BOOST_TEST(client.stats().rate_limited_waits - waits_before >= request_count - capacity);
 }
 
+BOOST_AUTO_TEST_CASE(token_expiring_in_limiter_wait_is_renewed)
+{
+    // Tokens live 1 s and the second request waits 1.5 s for the limiter, so a token
+    // taken before that wait would have expired by the time the request is sent.
+    auto opts = default_emulator_options();
+    opts.token_lifetime = 1000ms;
+    api_env env(opts);
+    api_client_settings settings = env.client_settings();
+    settings.rate_limit = {1, 1500ms};
+    api_client client = env.make_client(settings);
+    (void)env.current_token();
+
+    std::size_t completed = 0;
+    for (int i = 0; i < 2; ++i) {
+        client.async_get("/v1/guests?limit=1", [&](error_code ec, api_response response) {
+            BOOST_TEST(!ec, ec.message());
+            BOOST_TEST(response.status == 200u);
+            ++completed;
+        });
+    }
+    env.run_until([&] { return completed == 2; });
+
+    BOOST_TEST(client.stats().rate_limited_waits >= 1u);
+    BOOST_TEST(env.stats().api_requests == 2u);
+    BOOST_TEST(env.stats().api_unauthorized == 0u);
+    BOOST_TEST(client.stats().token_retries == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(pool_bounds_connections)
 {
     constexpr std::size_t request_count = 10;
