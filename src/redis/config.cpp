@@ -142,6 +142,10 @@ std::string validate(const config& cfg)
         return "invalid redis::config::command_timeout " +
                std::to_string(cfg.command_timeout.count()) + " ms: must be positive";
     }
+    if (cfg.max_reply_bytes == 0) {
+        return "invalid redis::config::max_reply_bytes 0: must be positive (the default is "
+               "1048576)";
+    }
     if (std::string problem = validate(cfg.reconnect); !problem.empty()) {
         return "invalid redis::config::reconnect: " + problem;
     }

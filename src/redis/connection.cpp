@@ -292,7 +292,8 @@ asio::awaitable<error_code> connection_impl::open_link()
         co_return errc::not_connected;
     }
 
-    auto candidate = std::make_unique<link>(strand_, tls_context_ ? &*tls_context_ : nullptr);
+    auto candidate = std::make_unique<link>(strand_, tls_context_ ? &*tls_context_ : nullptr,
+                                            config_.max_reply_bytes);
     opening_ = candidate.get();
     std::string detail;
     auto open = candidate->open(config_, detail);
@@ -363,7 +364,7 @@ void connection_impl::drop_link(error_code ec, std::string_view during)
     }
     log(log_level::warning, [&] {
         return "Redis connection to " + describe(config_) + " lost while " + std::string(during) +
-               ": " + ec.message() + "; the next command reconnects";
+               ": " + ec.message() + limit_note(ec, config_) + "; the next command reconnects";
     });
 }
 

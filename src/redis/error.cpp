@@ -41,6 +41,9 @@ std::string message_of(errc e)
     case errc::entry_authentication_failed:
         return "the stored token entry failed authentication: it was written with another "
                "client secret or cache key, or it was modified";
+    case errc::reply_too_large:
+        return "the Redis reply exceeds redis::config::max_reply_bytes; the connection was "
+               "closed (raise the limit if replies this large are expected)";
     }
     return "unknown stampede.redis error " + std::to_string(static_cast<int>(e));
 }

@@ -9,12 +9,10 @@
 #include <boost/asio/write.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include <new>
 
 namespace stampede::redis::detail {
 namespace {
@@ -22,30 +20,6 @@ namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
-
-reply convert(const redisReply& r)
-{
-    switch (r.type) {
-    case REDIS_REPLY_STRING:
-        return reply::make_string(std::string(r.str, r.len));
-    case REDIS_REPLY_STATUS:
-        return reply::make_status(std::string(r.str, r.len));
-    case REDIS_REPLY_ERROR:
-        return reply::make_error(std::string(r.str, r.len));
-    case REDIS_REPLY_INTEGER:
-        return reply::make_integer(r.integer);
-    case REDIS_REPLY_ARRAY: {
-        std::vector<reply> elements;
-        elements.reserve(r.elements);
-        for (std::size_t i = 0; i < r.elements; ++i) {
-            elements.push_back(convert(*r.element[i]));
-        }
-        return reply::make_array(std::move(elements));
-    }
-    default:
-        return reply::make_nil();
-    }
-}
 
 bool starts_with(const std::string& text, std::string_view prefix)
 {
@@ -90,18 +64,19 @@ asio::ssl::context make_tls_context(const config& cfg)
     return context;
 }
 
-void link::reader_deleter::operator()(redisReader* r) const noexcept
+std::string limit_note(error_code ec, const config& cfg)
 {
-    redisReaderFree(r);
+    if (ec != errc::reply_too_large) {
+        return {};
+    }
+    return " (limit " + std::to_string(cfg.max_reply_bytes) + " bytes)";
 }
 
-link::link(const asio::any_io_executor& ex, asio::ssl::context* tls)
+link::link(const asio::any_io_executor& ex, asio::ssl::context* tls,
+           std::size_t max_reply_bytes)
     : resolver_(ex)
-    , reader_(redisReaderCreate())
+    , reader_(max_reply_bytes)
 {
-    if (!reader_) {
-        throw std::bad_alloc();
-    }
     if (tls != nullptr) {
         tls_.emplace(ex, *tls);
     } else {
@@ -237,17 +212,9 @@ asio::awaitable<error_code> link::write(std::string_view bytes)
 asio::awaitable<error_code> link::read(reply& out)
 {
     for (;;) {
-        void* raw = nullptr;
-        if (redisReaderGetReply(reader_.get(), &raw) != REDIS_OK) {
-            co_return errc::protocol_error;
-        }
-        if (raw != nullptr) {
-            struct reply_deleter {
-                void operator()(void* p) const noexcept { freeReplyObject(p); }
-            };
-            std::unique_ptr<void, reply_deleter> owner(raw);
-            out = convert(*static_cast<const redisReply*>(raw));
-            co_return error_code{};
+        bool complete = false;
+        if (error_code ec = reader_.next(out, complete); ec || complete) {
+            co_return ec;
         }
 
         auto buffer = asio::buffer(buffer_);
@@ -263,8 +230,8 @@ asio::awaitable<error_code> link::read(reply& out)
         if (ec) {
             co_return ec;
         }
-        if (redisReaderFeed(reader_.get(), buffer_.data(), n) != REDIS_OK) {
-            co_return errc::protocol_error;
+        if (error_code feed_ec = reader_.feed(std::string_view(buffer_.data(), n))) {
+            co_return feed_ec;
         }
     }
 }

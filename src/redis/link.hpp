@@ -4,6 +4,8 @@
 #ifndef STAMPEDE_SRC_REDIS_LINK_HPP
 #define STAMPEDE_SRC_REDIS_LINK_HPP
 
+#include "reply_reader.hpp"
+
 #include <stampede/redis/command.hpp>
 #include <stampede/redis/config.hpp>
 
@@ -26,14 +28,16 @@
 #include <string>
 #include <string_view>
 
-struct redisReader;
-
 namespace stampede::redis::detail {
 
 /// Builds the TLS client context for `cfg`: peer verification against `ca_file`,
 /// `ca_directory` or the system store. Throws `boost::system::system_error` with
 /// `errc::invalid_config` when the CA file or directory cannot be loaded.
 boost::asio::ssl::context make_tls_context(const config& cfg);
+
+/// Returns " (limit N bytes)" naming `cfg.max_reply_bytes` when `ec` is
+/// `errc::reply_too_large`, else an empty string, to append to a log line.
+std::string limit_note(boost::system::error_code ec, const config& cfg);
 
 /// Runs `op` until it completes or `timeout` passes, whichever comes first. Returns
 /// nothing on timeout, after `op` has been cancelled and has finished.
@@ -58,8 +62,10 @@ boost::asio::awaitable<std::optional<T>> with_timeout(boost::asio::awaitable<T> 
 /// A socket speaking RESP2. Not thread-safe: use it from one strand.
 class link {
 public:
-    /// `tls` is null for plain TCP; otherwise it must outlive the link.
-    link(const boost::asio::any_io_executor& ex, boost::asio::ssl::context* tls);
+    /// `tls` is null for plain TCP; otherwise it must outlive the link. A reply larger
+    /// than `max_reply_bytes` fails the read with `errc::reply_too_large`.
+    link(const boost::asio::any_io_executor& ex, boost::asio::ssl::context* tls,
+         std::size_t max_reply_bytes);
     ~link();
     link(const link&) = delete;
     link& operator=(const link&) = delete;
@@ -72,7 +78,8 @@ public:
     /// Writes `bytes` completely.
     boost::asio::awaitable<boost::system::error_code> write(std::string_view bytes);
 
-    /// Reads one reply. An error reply is returned as a reply, with success.
+    /// Reads one reply. An error reply is returned as a reply, with success. A reply over
+    /// the size limit fails with `errc::reply_too_large`, and the link must be closed.
     boost::asio::awaitable<boost::system::error_code> read(reply& out);
 
     /// Sends `cmd` and reads its reply.
@@ -82,10 +89,6 @@ public:
     void close() noexcept;
 
 private:
-    struct reader_deleter {
-        void operator()(redisReader* r) const noexcept;
-    };
-
     boost::asio::awaitable<boost::system::error_code> handshake(const config& cfg,
                                                                 std::string& detail);
     boost::asio::awaitable<boost::system::error_code> authenticate(const config& cfg,
@@ -95,7 +98,7 @@ private:
     boost::asio::ip::tcp::resolver resolver_;
     std::optional<boost::asio::ip::tcp::socket> tcp_;
     std::optional<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
-    std::unique_ptr<redisReader, reader_deleter> reader_;
+    reply_reader reader_;
     std::array<char, 16 * 1024> buffer_{};
 };
 

@@ -134,7 +134,8 @@ asio::awaitable<void> subscriber::run(std::shared_ptr<subscriber> self)
 {
     (void)self;
     while (!closed_) {
-        auto candidate = std::make_shared<link>(strand_, tls_context_ ? &*tls_context_ : nullptr);
+        auto candidate = std::make_shared<link>(strand_, tls_context_ ? &*tls_context_ : nullptr,
+                                                config_.max_reply_bytes);
         opening_ = candidate;
         std::string detail;
         auto open = candidate->open(config_, detail);
@@ -195,7 +196,8 @@ asio::awaitable<void> subscriber::run(std::shared_ptr<subscriber> self)
         failed_attempts_ = 0;
         stampede::detail::log(log_, log_level::warning, [&] {
             return "Redis subscriber connection to " + describe(config_) +
-                   " lost: " + read_ec.message() + "; waiters poll until it is back";
+                   " lost: " + read_ec.message() + limit_note(read_ec, config_) +
+                   "; waiters poll until it is back";
         });
     }
     running_ = false;
@@ -216,7 +218,7 @@ void subscriber::note_failure(error_code ec, const std::string& detail)
     const log_level level = failed_attempts_ == 1 ? log_level::warning : log_level::debug;
     stampede::detail::log(log_, level, [&] {
         return "Redis subscriber cannot connect to " + describe(config_) + " (attempt " +
-               std::to_string(failed_attempts_) + "): " + ec.message() +
+               std::to_string(failed_attempts_) + "): " + ec.message() + limit_note(ec, config_) +
                (detail.empty() ? "" : " (" + detail + ")") + "; next attempt in " +
                std::to_string(delay.count()) + " ms";
     });

@@ -6,6 +6,7 @@
 #define BOOST_TEST_MODULE redis_connection
 #include <boost/test/unit_test.hpp>
 
+#include "oversized_reply_server.hpp"
 #include "redis_server.hpp"
 #include "run_coroutine.hpp"
 
@@ -32,6 +33,7 @@ namespace asio = boost::asio;
 namespace redis = stampede::redis;
 using namespace std::chrono_literals;
 using boost::system::error_code;
+using stampede::test::oversized_reply_server;
 using stampede::test::redis_server;
 using stampede::test::run_coroutine;
 
@@ -350,6 +352,92 @@ BOOST_AUTO_TEST_CASE(connection_connect_timeout_on_silent_server)
         // During the backoff that follows, commands fail at once.
         auto [next_ec, ignored] = co_await execute(conn, "PING");
         BOOST_TEST(next_ec == redis::errc::not_connected);
+    });
+}
+
+namespace {
+
+// Waits until the server has seen the client close a connection after an oversized
+// reply. The close happens before the command completes, so a few turns usually suffice.
+asio::awaitable<void> wait_for_rejection(const oversized_reply_server& server)
+{
+    for (int i = 0; i < 500 && server.rejected_replies() == 0; ++i) {
+        co_await stampede::test::sleep_for(10ms);
+    }
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(connection_rejects_oversized_bulk)
+{
+    // The bulk announces about 2 GiB, but only the limit plus 64 KiB follow. A client that
+    // waited for the whole bulk would buffer it all and fail with command_timeout.
+    asio::io_context ctx;
+    const std::size_t limit = redis::config().max_reply_bytes;
+    oversized_reply_server server(ctx, "GET", "$2147483000\r\n", limit + 64 * 1024);
+    log_capture logs;
+    redis::connection conn(ctx.get_executor(), server.config(), logs.logger());
+
+    run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        auto [ec, answer] = co_await execute(conn, "GET big");
+        BOOST_TEST(ec == redis::errc::reply_too_large);
+        BOOST_TEST(answer.is_nil());
+        co_await wait_for_rejection(server);
+
+        // The next command opens a new connection.
+        auto [ping_ec, pong] = co_await execute(conn, "PING");
+        BOOST_TEST(!ping_ec);
+        BOOST_TEST(pong.text() == "PONG");
+        server.close();
+    });
+    BOOST_TEST(server.rejected_replies() == 1);
+    BOOST_TEST(server.filler_written() == limit + 64 * 1024);
+    BOOST_TEST(conn.stats().connects == 2u);
+    BOOST_TEST(conn.stats().failed_commands == 1u);
+    BOOST_TEST(logs.contains("max_reply_bytes"));
+    BOOST_TEST(logs.contains("(limit 1048576 bytes)"));
+}
+
+BOOST_AUTO_TEST_CASE(connection_rejects_huge_array_header)
+{
+    // hiredis would allocate 8 bytes per announced element (16 GiB) before reading any.
+    asio::io_context ctx;
+    oversized_reply_server server(ctx, "GET", "*2147483647\r\n", 0);
+    redis::connection conn(ctx.get_executor(), server.config());
+
+    run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        auto [ec, answer] = co_await execute(conn, "GET big");
+        BOOST_TEST(ec == redis::errc::reply_too_large);
+        co_await wait_for_rejection(server);
+        server.close();
+    });
+    BOOST_TEST(server.rejected_replies() == 1);
+    BOOST_TEST(conn.stats().failed_commands == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(connection_accepts_reply_at_limit)
+{
+    redis_server server;
+    asio::io_context ctx;
+    auto cfg = server.config();
+    // "$1000\r\n" (7 bytes), 1000 bytes and "\r\n" make 1009 bytes.
+    cfg.max_reply_bytes = 1009;
+    redis::connection conn(ctx.get_executor(), cfg);
+    redis::connection admin(ctx.get_executor(), server.config());
+
+    run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        redis::command set_fits{"SET", "fits", std::string(1000, 'a')};
+        auto [set_ec, ok] = co_await execute(admin, std::move(set_fits));
+        BOOST_TEST(!set_ec);
+        redis::command set_over{"SET", "over", std::string(1001, 'a')};
+        auto [over_ec, over_ok] = co_await execute(admin, std::move(set_over));
+        BOOST_TEST(!over_ec);
+
+        auto [fits_ec, fits] = co_await execute(conn, "GET fits");
+        BOOST_TEST(!fits_ec);
+        BOOST_TEST(fits.text().size() == 1000u);
+        auto [too_large_ec, too_large] = co_await execute(conn, "GET over");
+        BOOST_TEST(too_large_ec == redis::errc::reply_too_large);
     });
 }
 

@@ -6,6 +6,7 @@
 #define BOOST_TEST_MODULE redis_store
 #include <boost/test/unit_test.hpp>
 
+#include "oversized_reply_server.hpp"
 #include "redis_server.hpp"
 #include "run_coroutine.hpp"
 
@@ -25,6 +26,7 @@
 #include <boost/asio/write.hpp>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -35,6 +37,7 @@ using namespace std::chrono_literals;
 using boost::system::error_code;
 using stampede::stored_token;
 using stampede::token_key;
+using stampede::test::oversized_reply_server;
 using stampede::test::redis_server;
 using stampede::test::run_coroutine;
 using stampede::test::sleep_for;
@@ -525,6 +528,49 @@ BOOST_AUTO_TEST_CASE(store_subscriber_backs_off_after_closed_subscribe)
     // as fast as the loop runs, thousands of times a second.
     BOOST_TEST(server.closed_subscribers() >= 1);
     BOOST_TEST(server.closed_subscribers() <= 20);
+}
+
+BOOST_AUTO_TEST_CASE(store_subscriber_rejects_oversized_replies)
+{
+    // The subscriber's reads have no timeout, so without a size limit it would wait for
+    // the rest of a 2 GiB bulk forever, and buffer whatever the server sends.
+    struct oversized_case {
+        const char* header;
+        std::size_t filler_bytes;
+    };
+    const std::size_t limit = redis::config().max_reply_bytes;
+    const oversized_case cases[] = {{"$2147483000\r\n", limit + 64 * 1024},
+                                    {"*2147483647\r\n", 0}};
+
+    for (const oversized_case& c : cases) {
+        BOOST_TEST_CONTEXT("reply header " << std::string_view(c.header, 11))
+        {
+            asio::io_context ctx;
+            oversized_reply_server server(ctx, "SUBSCRIBE", c.header, c.filler_bytes);
+            std::atomic<int> rejections_logged{0};
+            stampede::logger log{stampede::log_level::debug,
+                                 [&](stampede::log_level, std::string_view line) {
+                                     if (line.find("max_reply_bytes") != std::string_view::npos) {
+                                         ++rejections_logged;
+                                     }
+                                 }};
+            redis::redis_token_store waiter(ctx.get_executor(), server.config(),
+                                            settings_with_poll(50ms), log);
+            const token_key key = make_key();
+
+            run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+                // The lease stays held, so the wait lasts its whole second while the
+                // subscriber receives the oversized reply after each SUBSCRIBE.
+                auto [ec, token] = co_await wait(waiter, key, 1000ms);
+                BOOST_TEST(!ec);
+                BOOST_TEST(!token.has_value());
+                waiter.close();
+                server.close();
+            });
+            BOOST_TEST(server.rejected_replies() >= 1);
+            BOOST_TEST(rejections_logged.load() >= 1);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(store_invalidate_removes_only_that_token)

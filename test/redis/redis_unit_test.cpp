@@ -5,6 +5,7 @@
 #define BOOST_TEST_MODULE redis_unit
 #include <boost/test/unit_test.hpp>
 
+#include "reply_reader.hpp"
 #include "run_coroutine.hpp"
 
 #include <stampede/redis/command.hpp>
@@ -146,11 +147,130 @@ BOOST_AUTO_TEST_CASE(config_validation_names_field)
     cfg.username = "alice";
     BOOST_TEST(redis::validate(cfg).find("password is empty") != std::string::npos);
 
+    cfg = redis::config{};
+    cfg.max_reply_bytes = 0;
+    BOOST_TEST(redis::validate(cfg).find("max_reply_bytes") != std::string::npos);
+
     BOOST_TEST(redis::validate(redis::config{}).empty());
 }
 
 // Commands and replies
 // -----------------------------------------------------------------------------------------
+
+// Reply reader
+// -----------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(reply_reader_parses_pipelined_replies)
+{
+    // Together the replies exceed the limit, but each one fits.
+    redis::detail::reply_reader reader(32);
+    std::string bytes;
+    for (int i = 0; i < 10; ++i) {
+        bytes += "*2\r\n$3\r\nfoo\r\n:7\r\n"; // 21 bytes
+    }
+    BOOST_TEST(!reader.feed(bytes));
+
+    int parsed = 0;
+    for (;;) {
+        redis::reply out;
+        bool complete = false;
+        const error_code ec = reader.next(out, complete);
+        BOOST_TEST_REQUIRE(!ec);
+        if (!complete) {
+            break;
+        }
+        ++parsed;
+        BOOST_TEST(out.elements().size() == 2u);
+        BOOST_TEST(out.elements()[0].text() == "foo");
+        BOOST_TEST(out.elements()[1].integer() == 7);
+    }
+    BOOST_TEST(parsed == 10);
+    BOOST_TEST(reader.buffered_bytes() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(reply_reader_limit_is_inclusive)
+{
+    const std::string reply = "$5\r\nhello\r\n"; // 11 bytes
+    redis::detail::reply_reader at_limit(11);
+    BOOST_TEST(!at_limit.feed(reply));
+    redis::reply out;
+    bool complete = false;
+    BOOST_TEST(!at_limit.next(out, complete));
+    BOOST_TEST(complete);
+    BOOST_TEST(out.text() == "hello");
+
+    redis::detail::reply_reader below(10);
+    BOOST_TEST(!below.feed(reply));
+    BOOST_TEST(below.next(out, complete) == redis::errc::reply_too_large);
+    BOOST_TEST(!complete);
+}
+
+BOOST_AUTO_TEST_CASE(reply_reader_bounds_oversized_bulk)
+{
+    constexpr std::size_t limit = 4096;
+    constexpr std::size_t chunk = 1024;
+    redis::detail::reply_reader reader(limit);
+    BOOST_TEST(!reader.feed("$2147483000\r\n"));
+
+    // Feeds chunks as a socket would deliver them, each followed by next().
+    const std::string filler(chunk, 'x');
+    error_code ec;
+    int chunks = 0;
+    while (!ec && chunks < 1000) {
+        BOOST_TEST_REQUIRE(!reader.feed(filler));
+        ++chunks;
+        BOOST_TEST(reader.buffered_bytes() <= limit + chunk);
+        redis::reply out;
+        bool complete = false;
+        ec = reader.next(out, complete);
+        BOOST_TEST(!complete);
+    }
+    BOOST_TEST(ec == redis::errc::reply_too_large);
+    BOOST_TEST(chunks == 4); // 13 + 4 * 1024 bytes is the first count above 4096
+
+    // The reader stays failed and buffers nothing more.
+    BOOST_TEST(reader.feed(filler) == redis::errc::reply_too_large);
+    BOOST_TEST(reader.buffered_bytes() <= limit + chunk);
+}
+
+BOOST_AUTO_TEST_CASE(reply_reader_rejects_huge_array_header)
+{
+    redis::detail::reply_reader reader(1024 * 1024);
+    BOOST_TEST(!reader.feed("*2147483647\r\n"));
+    redis::reply out;
+    bool complete = false;
+    BOOST_TEST(reader.next(out, complete) == redis::errc::reply_too_large);
+}
+
+BOOST_AUTO_TEST_CASE(reply_reader_counts_nested_array_headers)
+{
+    // Each header alone announces fewer than limit / 3 = 341 elements, but an element
+    // takes at least 3 bytes, so 200 + 200 elements cannot fit in 1024 bytes.
+    redis::detail::reply_reader reader(1024);
+    BOOST_TEST(!reader.feed("*2\r\n*200\r\n"));
+    redis::reply out;
+    bool complete = false;
+    BOOST_TEST(!reader.next(out, complete));
+    BOOST_TEST(!complete);
+    std::string first_elements;
+    for (int i = 0; i < 200; ++i) {
+        first_elements += ":1\r\n";
+    }
+    BOOST_TEST(!reader.feed(first_elements));
+    BOOST_TEST(!reader.next(out, complete));
+    BOOST_TEST(!complete);
+    BOOST_TEST(!reader.feed("*200\r\n"));
+    BOOST_TEST(reader.next(out, complete) == redis::errc::reply_too_large);
+}
+
+BOOST_AUTO_TEST_CASE(reply_reader_invalid_bytes_are_protocol_error)
+{
+    redis::detail::reply_reader reader(1024);
+    BOOST_TEST(!reader.feed("?what\r\n"));
+    redis::reply out;
+    bool complete = false;
+    BOOST_TEST(reader.next(out, complete) == redis::errc::protocol_error);
+}
 
 BOOST_AUTO_TEST_CASE(command_encodes_binary_arguments)
 {

@@ -8,6 +8,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <iosfwd>
 #include <string>
@@ -48,6 +49,15 @@ struct config {
     /// Maximum time from sending a command to receiving its reply. A command that times
     /// out closes the connection.
     std::chrono::milliseconds command_timeout{1000};
+
+    /// Maximum size of one reply, in bytes of its RESP encoding, on the command and the
+    /// subscriber connection. A larger reply fails with `errc::reply_too_large` and
+    /// closes that connection, so a broken or hostile server cannot make the process
+    /// allocate without limit. The memory a reply takes once parsed is a small multiple
+    /// of its encoded size. The default holds token entries and the library's own
+    /// replies with a wide margin; raise it if commands sent through `connection` return
+    /// more.
+    std::size_t max_reply_bytes = 1024 * 1024;
 
     /// Delays between failed connection attempts: exponential backoff with full jitter.
     /// Attempts never stop; `max_attempts` and `max_elapsed` are ignored, and after them

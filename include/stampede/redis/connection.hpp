@@ -50,8 +50,8 @@ struct connection_stats {
 /// matched to commands in FIFO order. The connection opens on the first command, or on
 /// `async_connect()`.
 ///
-/// Failures and reconnection: a command whose connection breaks (reset, end of file, or
-/// `command_timeout`) fails with that error, and the next command opens a new connection.
+/// Failures and reconnection: a command whose connection breaks (reset, end of file,
+/// `command_timeout`, or a reply over `config::max_reply_bytes`) fails with that error, and the next command opens a new connection.
 /// When opening fails, every queued command fails with the cause, and for the reconnect
 /// backoff (`config::reconnect`) that follows, commands fail at once with
 /// `errc::not_connected` instead of waiting. Commands are never resent automatically,
@@ -83,8 +83,9 @@ public:
     /// server rejected the command. Other failures complete with an empty reply and one of
     /// these errors: socket, resolver and TLS errors, `errc::connect_timeout`,
     /// `command_timeout`, `auth_failed`, `auth_required`, `select_failed`,
-    /// `certificate_verification_failed`, `protocol_error`, `not_connected`, and
-    /// `operation_aborted` after `close()`.
+    /// `certificate_verification_failed`, `protocol_error`, `reply_too_large`,
+    /// `not_connected`, and `operation_aborted` after `close()`. `reply_too_large` closes
+    /// the connection and fails every command sent with it.
     ///
     /// Cancellation: terminal, partial and total cancellation complete this operation
     /// with `operation_aborted`. A command not yet sent is dropped; one already sent

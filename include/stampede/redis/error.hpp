@@ -60,6 +60,10 @@ enum class errc {
     /// A stored entry failed authentication: it was written with another client secret
     /// or for another cache key, or it was modified.
     entry_authentication_failed,
+
+    /// A reply is larger than `config::max_reply_bytes`. The connection is closed, because
+    /// the rest of the reply cannot be skipped without reading it.
+    reply_too_large,
 };
 
 const boost::system::error_category& redis_category() noexcept;
