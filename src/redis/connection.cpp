@@ -3,6 +3,7 @@
 
 #include <stampede/backoff.hpp>
 #include <stampede/detail/log.hpp>
+#include <stampede/detail/token_wire.hpp>
 #include <stampede/redis/connection.hpp>
 #include <stampede/redis/error.hpp>
 
@@ -49,6 +50,7 @@ struct pending_command {
     }
 
     std::string payload; // cleared once written
+    std::string name;    // the command's name, such as EVALSHA, for log lines
     bool probe = false;  // a connect probe, completed once a connection is open
     bool sensitive = false;
     asio::steady_timer event;
@@ -100,7 +102,9 @@ public:
     void close();
 
 private:
-    asio::awaitable<std::tuple<error_code, reply>> enqueue(std::string payload, bool sensitive);
+    asio::awaitable<std::tuple<error_code, reply>> enqueue(std::string payload, bool sensitive,
+                                                           std::string name = {});
+    void note_error_reply(const pending_command& command, const reply& answer);
     asio::awaitable<void> run(std::shared_ptr<connection_impl> self);
     asio::awaitable<error_code> open_link();
     void note_connect_failure(error_code ec, const std::string& detail);
@@ -136,6 +140,7 @@ private:
     std::atomic<std::uint64_t> failed_connects_{0};
     std::atomic<std::uint64_t> replies_{0};
     std::atomic<std::uint64_t> failed_commands_{0};
+    std::uint64_t error_replies_ = 0; // on the strand
 };
 
 asio::awaitable<std::tuple<error_code, reply>> connection_impl::submit(command cmd)
@@ -144,7 +149,8 @@ asio::awaitable<std::tuple<error_code, reply>> connection_impl::submit(command c
         co_return std::tuple<error_code, reply>(asio::error::invalid_argument, reply());
     }
     std::string payload = cmd.encode();
-    co_return co_await enqueue(std::move(payload), cmd.sensitive());
+    std::string name = cmd.args().front();
+    co_return co_await enqueue(std::move(payload), cmd.sensitive(), std::move(name));
 }
 
 asio::awaitable<std::tuple<error_code>> connection_impl::probe()
@@ -153,8 +159,8 @@ asio::awaitable<std::tuple<error_code>> connection_impl::probe()
     co_return std::tuple<error_code>(ec);
 }
 
-asio::awaitable<std::tuple<error_code, reply>> connection_impl::enqueue(std::string payload,
-                                                                        bool sensitive)
+asio::awaitable<std::tuple<error_code, reply>>
+connection_impl::enqueue(std::string payload, bool sensitive, std::string name)
 {
     if (closed_) {
         if (sensitive) {
@@ -166,6 +172,7 @@ asio::awaitable<std::tuple<error_code, reply>> connection_impl::enqueue(std::str
     auto p = std::make_shared<pending_command>(strand_);
     p->probe = payload.empty();
     p->payload = std::move(payload);
+    p->name = std::move(name);
     p->sensitive = sensitive;
     queue_.push_back(p);
     if (!running_) {
@@ -200,6 +207,30 @@ void connection_impl::finish(const pending_ptr& p, error_code ec, reply r)
     p->result = std::move(r);
     p->wipe();
     p->event.cancel();
+}
+
+// Logs an error reply with the command's name and the server's text (such as NOPERM for an
+// ACL user that may not run EVALSHA), which the caller receives only as `server_error`.
+// The 1st, 2nd, 4th, 8th... are warnings, the others debug lines, all with the count.
+// NOSCRIPT, which makes the script runner load the script, is always a debug line.
+void connection_impl::note_error_reply(const pending_command& command, const reply& answer)
+{
+    const std::string_view text = answer.text();
+    const bool routine = text.starts_with("NOSCRIPT");
+    std::uint64_t count = error_replies_;
+    if (!routine) {
+        count = ++error_replies_;
+    }
+    const bool power_of_two = count != 0 && (count & (count - 1)) == 0;
+    const log_level level = !routine && power_of_two ? log_level::warning : log_level::debug;
+    log(level, [&] {
+        stampede::detail::redactor secrets;
+        secrets.add(config_.password.reveal());
+        return "Redis at " + describe(config_) + " answered " +
+               (command.name.empty() ? std::string("a command") : command.name) +
+               " with an error: " + stampede::detail::sanitize_server_text(text, secrets) + " (" +
+               std::to_string(count) + " error replies on this connection so far)";
+    });
 }
 
 void connection_impl::fail_all(std::deque<pending_ptr>& list, error_code ec)
@@ -274,8 +305,11 @@ asio::awaitable<void> connection_impl::run(std::shared_ptr<connection_impl> self
             pending_ptr p = std::move(in_flight_.front());
             in_flight_.pop_front();
             replies_.fetch_add(1, std::memory_order_relaxed);
-            const error_code reply_ec =
-                answer.is_error() ? error_code(errc::server_error) : error_code();
+            error_code reply_ec;
+            if (answer.is_error()) {
+                reply_ec = errc::server_error;
+                note_error_reply(*p, answer);
+            }
             finish(p, reply_ec, std::move(answer));
         }
     }

@@ -179,6 +179,38 @@ BOOST_AUTO_TEST_CASE(connection_concurrent_commands_match_replies)
     BOOST_TEST(conn.stats().connects == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(connection_logs_error_reply_with_command)
+{
+    redis_server server;
+    asio::io_context ctx;
+    redis::connection admin(ctx.get_executor(), server.config());
+
+    // A user that may run everything except EVALSHA, as a too narrow ACL would.
+    auto limited = server.config();
+    limited.username = "limited";
+    limited.password = stampede::secret_string("limited-password-xyz");
+    log_capture logs;
+    redis::connection conn(ctx.get_executor(), limited, logs.logger());
+
+    run_coroutine(ctx, [&]() -> asio::awaitable<void> {
+        // Named commands: GCC 12 may byte-copy a temporary inside a co_await expression.
+        redis::command setuser{"ACL",  "SETUSER", "limited", "on", ">limited-password-xyz",
+                               "~*",   "&*",      "+@all",   "-evalsha"};
+        auto [setuser_ec, ok] = co_await execute(admin, std::move(setuser));
+        BOOST_TEST_REQUIRE(!setuser_ec);
+
+        redis::command evalsha{"EVALSHA", "0123456789012345678901234567890123456789", "0"};
+        auto [ec, answer] = co_await execute(conn, std::move(evalsha));
+        BOOST_TEST(ec == redis::errc::server_error);
+        BOOST_TEST(answer.text().starts_with("NOPERM"));
+    });
+    BOOST_TEST(logs.contains("answered EVALSHA with an error: NOPERM"));
+    BOOST_TEST(logs.contains("1 error replies"));
+    BOOST_TEST(!logs.contains("limited-password-xyz"));
+    admin.close();
+    conn.close();
+}
+
 BOOST_AUTO_TEST_CASE(connection_auth_failure_is_clear)
 {
     redis_server server;

@@ -372,15 +372,16 @@ int run_worker(const demo_options& opts)
     redis_config.command_timeout = std::chrono::seconds(5);
 
     asio::io_context ctx;
-    auto store = std::make_shared<stampede::redis::redis_token_store>(ctx.get_executor(),
-                                                                      redis_config);
+    const auto log = stampede::logger::to_stderr(stampede::log_level::warning);
+    auto store = std::make_shared<stampede::redis::redis_token_store>(
+        ctx.get_executor(), redis_config, stampede::redis::store_settings{}, log);
     stampede::token_source_settings settings;
     settings.client_id = "demo-client";
     settings.client_secret = stampede::secret_string("demo-secret");
     settings.token_url = opts.token_url;
     settings.transport.ca_file = opts.ca_file;
     settings.fleet.store = store;
-    settings.logger = stampede::logger::to_stderr(stampede::log_level::warning);
+    settings.logger = log;
     stampede::token_source auth(ctx, settings);
 
     stampede::api_client_settings api_settings;
