@@ -51,7 +51,8 @@ ensure_interop_packages() {
     cp "$dir/package-lock.json" "$stamp"
 }
 
-# Configures (once) and builds the project in the given directory.
+# Configures (once) and builds the project in the given directory, with
+# CMAKE_BUILD_PARALLEL_LEVEL compile jobs when it is set, else one per processor.
 # Usage: build_project BUILD_DIR [cmake arguments...] [-- targets...]
 # Without targets it builds everything.
 build_project() {
@@ -73,7 +74,7 @@ build_project() {
         cmake "$build_dir" "${cmake_args[@]}" >/dev/null
     fi
     local jobs
-    jobs="$(nproc 2>/dev/null || echo 2)"
+    jobs="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
     if [ "${#targets[@]}" -gt 0 ]; then
         cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}"
     else
