@@ -3,12 +3,14 @@
 // Configuration comes from the environment:
 //   STAMPEDE_CLIENT_ID, STAMPEDE_CLIENT_SECRET  the API key (required)
 //   STAMPEDE_TOKEN_URL  token endpoint (default https://global.stampede.ai/oauth/token)
-//   STAMPEDE_API_URL    API base URL (default https://global.stampede.ai/)
+//   STAMPEDE_API_URL    API base URL (default https://global.stampede.ai/), required
+//                       when STAMPEDE_TOKEN_URL is set
 //   STAMPEDE_CA_FILE    PEM file of CAs to trust instead of the system store (optional)
 //
-// To run it against a local emulator, start `stampede-emulator --cert-out ca.pem`, set the
-// two URLs to the one it prints and STAMPEDE_CA_FILE=ca.pem, and use the client id
-// demo-client with the secret demo-secret.
+// To run it against a local emulator, start `stampede-emulator --cert-out ca.pem` and use
+// the client id demo-client with the secret demo-secret. Set STAMPEDE_TOKEN_URL to the
+// token URL it prints, STAMPEDE_API_URL to that URL without `oauth/token`, and
+// STAMPEDE_CA_FILE=ca.pem.
 
 #include <stampede/api_client.hpp>
 #include <stampede/guests.hpp>
@@ -69,15 +71,28 @@ int main()
         return 2;
     }
 
+    // A token URL of another server, such as the emulator, with the default API URL
+    // would send that server's token to the real API host.
+    const std::string token_url = env_or("STAMPEDE_TOKEN_URL", "");
+    const std::string api_url = env_or("STAMPEDE_API_URL", "");
+    if (!token_url.empty() && api_url.empty()) {
+        std::cerr << "STAMPEDE_TOKEN_URL is set but STAMPEDE_API_URL is missing, so the API "
+                     "requests would go to "
+                  << stampede::default_api_url
+                  << "; set STAMPEDE_API_URL to the API base URL of the same server (for "
+                     "the emulator, its token URL without oauth/token)\n";
+        return 2;
+    }
+
     stampede::token_source_settings auth_settings;
     auth_settings.client_id = client_id;
     auth_settings.client_secret = stampede::secret_string(client_secret);
     auth_settings.token_url =
-        env_or("STAMPEDE_TOKEN_URL", std::string(stampede::default_token_url));
+        token_url.empty() ? std::string(stampede::default_token_url) : token_url;
     auth_settings.transport.ca_file = env_or("STAMPEDE_CA_FILE", "");
 
     stampede::api_client_settings api_settings;
-    api_settings.base_url = env_or("STAMPEDE_API_URL", std::string(stampede::default_api_url));
+    api_settings.base_url = api_url.empty() ? std::string(stampede::default_api_url) : api_url;
     api_settings.transport.ca_file = auth_settings.transport.ca_file;
 
     try {
