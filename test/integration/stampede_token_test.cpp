@@ -633,6 +633,8 @@ BOOST_AUTO_TEST_CASE(unreachable_port_exits_5)
     BOOST_TEST(result.exit_status == 5, result);
     BOOST_TEST(result.out == "");
     BOOST_TEST(contains(result.err, "--token-url"));
+    BOOST_TEST(contains(result.err, "Gave up after 3 attempts"), result);
+    BOOST_TEST(!contains(result.err, "next call"), result);
 }
 
 BOOST_AUTO_TEST_CASE(wrong_ca_exits_6)
@@ -647,16 +649,34 @@ BOOST_AUTO_TEST_CASE(wrong_ca_exits_6)
     BOOST_TEST(result.exit_status == 6, result);
     BOOST_TEST(result.out == "");
     BOOST_TEST(contains(result.err, "--ca-file"));
+    BOOST_TEST(!contains(result.err, "transport"), result);
+    BOOST_TEST(token_requests() == 0u);
+}
+
+// Without --ca-file or STAMPEDE_CA_FILE the system store does not trust the emulator's
+// self-signed certificate, and the message names this program's ways to trust it.
+BOOST_AUTO_TEST_CASE(missing_ca_names_options)
+{
+    const run_result result = run_with({"--token-url", server.token_url()}, environment());
+    BOOST_TEST(result.exit_status == 6, result);
+    BOOST_TEST(result.out == "");
+    BOOST_TEST(contains(result.err, "certificate verification failed"), result);
+    BOOST_TEST(contains(result.err, "with --ca-file or STAMPEDE_CA_FILE"), result);
+    BOOST_TEST(!contains(result.err, "transport"), result);
     BOOST_TEST(token_requests() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(missing_ca_file_exits_2)
 {
-    const run_result result = run_with(
-        {"--token-url", server.token_url(), "--ca-file", temp_path("missing.pem").string()},
-        environment());
+    const std::string missing = temp_path("missing.pem").string();
+    const run_result result =
+        run_with({"--token-url", server.token_url(), "--ca-file", missing}, environment());
     BOOST_TEST(result.exit_status == 2, result);
     BOOST_TEST(result.out == "");
+    BOOST_TEST(contains(result.err, "CA file \"" + missing + "\" is not a readable file"),
+               result);
+    BOOST_TEST(contains(result.err, "set --ca-file or STAMPEDE_CA_FILE"), result);
+    BOOST_TEST(!contains(result.err, "transport"), result);
 }
 
 BOOST_AUTO_TEST_CASE(rate_limited_exits_4)

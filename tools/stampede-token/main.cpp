@@ -688,14 +688,66 @@ std::string sanitize(const std::string& text, std::string_view secret)
     return redact_token_like(redact(text, secret));
 }
 
+// Replaces every occurrence of `from` in `text` with `to`.
+void replace_all(std::string& text, std::string_view from, std::string_view to)
+{
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+        text.replace(at, from.size(), to);
+    }
+}
+
+// Rewrites the SDK's own message, which names token_source_settings fields and speaks of
+// later calls, in terms of this program's options and environment variables.
+// NOTE: the phrases match the SDK's current wording, so a reworded SDK message passes
+// through untranslated. The tests check the CA and retry messages.
+std::string to_cli_terms(std::string message)
+{
+    struct rewrite {
+        std::string_view sdk_phrase;
+        std::string_view cli_phrase;
+    };
+    constexpr std::string_view set_ca_file =
+        "; set --ca-file or STAMPEDE_CA_FILE to a PEM file of certificate authorities";
+    const rewrite rewrites[] = {
+        {"set transport.ca_file to that authority's PEM certificate",
+         "pass that authority's PEM certificate with --ca-file or STAMPEDE_CA_FILE"},
+        {"transport.ca_file \"", "CA file \""},
+        {"; set it to a PEM file of certificate authorities", set_ca_file},
+        {"; set transport.ca_file", set_ca_file},
+        {"; check transport_settings::ca_file and ca_directory",
+         "; check --ca-file or STAMPEDE_CA_FILE"},
+        {"token_url \"", "token URL \""},
+        {", or set transport.allow_insecure_http", ""},
+        {"; the next call starts a new fetch", ""},
+    };
+    for (const rewrite& r : rewrites) {
+        replace_all(message, r.sdk_phrase, r.cli_phrase);
+    }
+
+    // This program fixes the timeouts and size limits, so the names of those settings,
+    // such as " (transport.connect_timeout)", would only puzzle its user.
+    for (const std::string_view prefix : {" (transport.", " (transport_settings::"}) {
+        auto at = message.find(prefix);
+        while (at != std::string::npos) {
+            const auto close = message.find(')', at);
+            if (close == std::string::npos) {
+                break;
+            }
+            message.erase(at, close + 1 - at);
+            at = message.find(prefix, at);
+        }
+    }
+    return message;
+}
+
 // Prints the failure as one line, plus a second line with the server's text if it sent
 // any, and returns the exit status.
 int report_failure(std::string_view what, const error_code& ec, const stampede::diagnostics& diag,
                    std::string_view secret)
 {
     const int status = exit_status_for(ec);
-    std::string detail =
-        diag.client_message().empty() ? ec.message() : sanitize(diag.client_message(), secret);
+    std::string detail = to_cli_terms(
+        diag.client_message().empty() ? ec.message() : sanitize(diag.client_message(), secret));
     while (!detail.empty() && (detail.back() == '.' || detail.back() == ' ')) {
         detail.pop_back();
     }
