@@ -38,8 +38,8 @@ error_code parse_url(std::string_view url, config& out, diagnostics& diag)
     auto parsed = boost::urls::parse_uri(url);
     if (!parsed) {
         // The text is not echoed, because it may contain the password.
-        return fail(diag, "the Redis URL is not an absolute URL (" + parsed.error().message() +
-                              "); expected redis://[[user]:password@]host[:port][/db]");
+        return fail(diag, "the Redis URL is not an absolute URL; expected "
+                          "redis://[[user]:password@]host[:port][/db]");
     }
     const boost::urls::url_view& view = *parsed;
 

@@ -275,6 +275,10 @@ int run_fleet(const demo_options& opts)
                   << sum(reports, "unauthorized_recoveries")
                   << " recovered from 401 with a fresh token)\n"
                   << "errors:                  " << errors << '\n';
+        if (sum(reports, "store_errors") > 0) {
+            std::cout << "note: the shared store failed, so the processes fell back to their "
+                         "own caches for some fetches; the workers' log lines above say why\n";
+        }
     }
     return failed_workers == 0 && served == callers && errors == 0 ? 0 : 1;
 }

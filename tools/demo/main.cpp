@@ -45,6 +45,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -75,9 +76,12 @@ Options:
                             (default 4; the API allows about 100 per 15 minutes)
   --processes N             run the load in N worker processes that share one Redis
                             token store (fleet mode) and this process's emulator; the
-                            numbers are the fleet's totals (default 1; needs --redis)
+                            numbers are the fleet's totals (default 1, at most 1024;
+                            needs --redis)
   --redis URL               redis:// or rediss:// URL of the shared token store, such as
-                            redis://user:password@127.0.0.1:6379/0; turns on fleet mode
+                            redis://user:password@127.0.0.1:6379/0; turns on fleet mode.
+                            Without it, the environment variable STAMPEDE_DEMO_REDIS_URL
+                            is used when set, which keeps a password off the command line
   --redis-ca-file PATH      PEM file of the CAs that sign the Redis server's certificate
   --json                    print the summary as one JSON object
   --help                    show this help
@@ -129,6 +133,9 @@ private:
     std::atomic<std::uint64_t> count_{0};
     std::atomic<std::uint64_t> max_ns_{0};
 };
+
+constexpr double max_processes = 1024;
+constexpr double max_seconds = 24 * 3600;
 
 bool parse_number(std::string_view text, double& out, bool zero_allowed)
 {
@@ -205,11 +212,21 @@ int parse_options(int argc, char** argv, demo_options& o)
                       << value << "'\n";
             return 2;
         }
-        const bool whole_number_option =
-            arg == "--callers" || arg == "--threads" || arg == "--api-requests";
+        const bool whole_number_option = arg == "--callers" || arg == "--threads" ||
+                                         arg == "--api-requests" || arg == "--processes";
         if (whole_number_option && number != std::floor(number)) {
             std::cerr << "stampede-demo: " << arg << " expects a whole number, got '" << value
                       << "'\n";
+            return 2;
+        }
+        // Each worker is a process of this machine with its own threads, so their number is
+    // bounded.
+        const double max_value = arg == "--processes" ? max_processes
+                                 : whole_number_option ? std::numeric_limits<int>::max()
+                                                       : max_seconds;
+        if (number > max_value) {
+            std::cerr << "stampede-demo: " << arg << " is at most "
+                      << static_cast<long long>(max_value) << ", got '" << value << "'\n";
             return 2;
         }
         if (arg == "--callers") {
@@ -229,6 +246,11 @@ int parse_options(int argc, char** argv, demo_options& o)
             return 2;
         }
     }
+    // The environment keeps a Redis password off the command line.
+    if (const char* from_environment = std::getenv(stampede::demo::redis_url_variable);
+        o.redis_url.empty() && from_environment != nullptr && !o.worker) {
+        o.redis_url = from_environment;
+    }
     if (o.processes > 1 && o.redis_url.empty()) {
         std::cerr << "stampede-demo: --processes " << o.processes
                   << " needs --redis URL, the token store the processes share\n";
@@ -244,6 +266,18 @@ int parse_options(int argc, char** argv, demo_options& o)
         std::cerr << "stampede-demo: --redis needs stampede::redis, which this build lacks "
                      "(configure with -DSTAMPEDE_BUILD_REDIS=ON)\n";
         return 2;
+    }
+#else
+    // Checked here once, rather than by each worker after the emulator has started.
+    if (!o.redis_url.empty() && !o.worker) {
+        stampede::redis::config parsed;
+        stampede::diagnostics diag;
+        if (stampede::redis::parse_url(o.redis_url, parsed, diag)) {
+            std::cerr << "stampede-demo: invalid Redis URL (from --redis or "
+                      << stampede::demo::redis_url_variable << "): " << diag.client_message()
+                      << '\n';
+            return 2;
+        }
     }
 #endif
     return 0;
