@@ -617,10 +617,11 @@ int main(int argc, char** argv)
         std::cout << "callers served:          " << results.callers_served.load() << " of "
                   << opts.callers << "\n"
                   << "token requests (server): " << emulator_stats.token_requests << " ("
-                  << "first fetch, " << source_stats.refreshes_ahead << " refreshes ahead, "
-                  << source_stats.invalidations << " after the revoked token was invalidated, "
-                  << source_stats.retries << " retries; " << emulator_stats.rate_limited
-                  << " rate limited)\n"
+                  << emulator_stats.rate_limited << " rate limited)\n"
+                  << "token source:            " << source_stats.refreshes_ahead
+                  << " refreshes ahead, " << source_stats.invalidations
+                  << " invalidations of a rejected token, " << source_stats.retries
+                  << " retries\n"
                   << "connections opened:      " << emulator_stats.connections_accepted
                   << " (token endpoint: " << source_stats.connections_opened << ")\n"
                   << "token() cold start:      p50 " << format_ns(results.cold_start.quantile_ns(0.5))
