@@ -558,7 +558,6 @@ asio::awaitable<error_code> api_client_impl::send(const request_spec& spec, api_
         if (error_code ec = co_await obtain_token(token, diag)) {
             co_return ec;
         }
-        const steady_clock::time_point token_taken_at = steady_clock::now();
 
         if (error_code ec = co_await wait_for_limiter()) {
             diag.set_client_message(method_name + " " + std::string(state.path) +
@@ -583,11 +582,9 @@ asio::awaitable<error_code> api_client_impl::send(const request_spec& spec, api_
             co_return asio::error::operation_aborted;
         }
 
-        // The waits for the limiter and a connection can outlast the token. Near its
-        // expiry, with the margin the token source itself keeps, take the current one.
-        const auto margin = std::min<steady_clock::duration>(
-            auth.settings().expiry_margin, (token.expires_at() - token_taken_at) / 10);
-        if (steady_clock::now() + margin >= token.expires_at()) {
+        // The waits for the limiter and a connection can outlast the token. Once the
+        // token source would no longer hand it out, take the current one.
+        if (steady_clock::now() >= token.snapshot()->stale_at) {
             if (error_code ec = co_await obtain_token(token, diag)) {
                 co_return ec;
             }

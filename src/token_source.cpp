@@ -842,6 +842,7 @@ token_source_impl::state::fetch_once(boost::intrusive_ptr<const token_snapshot>&
     snapshot->token_type = std::move(fetched.token_type);
     snapshot->scope = std::move(fetched.scope);
     snapshot->expires_at = schedule.expires_at;
+    snapshot->stale_at = schedule.stale_at;
     snapshot->expires_at_system =
         std::chrono::system_clock::now() +
         duration_cast<std::chrono::system_clock::duration>(schedule.expires_at - steady_clock::now());
@@ -875,6 +876,7 @@ void token_source_impl::state::adopt(stored_token stored)
     snapshot->token_type = std::move(stored.token_type);
     snapshot->scope = std::move(stored.scope);
     snapshot->expires_at = schedule.expires_at;
+    snapshot->stale_at = schedule.stale_at;
     snapshot->expires_at_system = stored.expires_at;
     boost::intrusive_ptr<const token_snapshot> token(snapshot);
 

@@ -21,6 +21,10 @@ struct token_snapshot {
     /// the request was sent plus `expires_in`.
     std::chrono::steady_clock::time_point expires_at;
 
+    /// When the token source stops handing the token out: `expiry_margin` (at most a
+    /// tenth of the lifetime) before `expires_at`.
+    std::chrono::steady_clock::time_point stale_at;
+
     /// The same moment on the system clock, for display.
     std::chrono::system_clock::time_point expires_at_system;
 
