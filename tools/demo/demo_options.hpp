@@ -39,6 +39,13 @@ inline double load_duration(const demo_options& opts)
     return opts.duration_s.value_or(opts.redis_url.empty() ? 8.0 : 0.0);
 }
 
+/// Returns the API requests sent after the token is revoked halfway through the load:
+/// none without a load phase, because the revocation needs one to happen in.
+inline int revocation_api_requests(const demo_options& opts)
+{
+    return load_duration(opts) > 0 ? opts.api_requests : 0;
+}
+
 /// The environment variable that passes the Redis URL, which may contain a password, from
 /// the fleet parent to its workers instead of their command lines.
 inline constexpr const char* redis_url_variable = "STAMPEDE_DEMO_REDIS_URL";

@@ -305,6 +305,55 @@ boost::json::object latency_json(const latency_histogram& h)
             {"max_ns", h.max_ns()}};
 }
 
+// Threads that run an io_context, kept from running out of work until stop().
+class context_threads {
+public:
+    context_threads(asio::io_context& ctx, unsigned count)
+        : ctx_(ctx)
+        , work_(asio::make_work_guard(ctx))
+    {
+        for (unsigned i = 0; i < count; ++i) {
+            threads_.emplace_back([this] { ctx_.run(); });
+        }
+    }
+
+    // Waits until the load has ended (and one more second has passed) and `api_requests`
+    // API requests have finished, or until two minutes after the load, whichever is first.
+    void wait_for_load(steady_clock::time_point load_until, const std::atomic<int>& api_finished,
+                       int api_requests) const
+    {
+        while (steady_clock::now() < load_until + 1s || api_finished.load() < api_requests) {
+            std::this_thread::sleep_for(50ms);
+            if (steady_clock::now() > load_until + 120s) {
+                break;
+            }
+        }
+    }
+
+    // Stops the io_context and joins the threads.
+    void stop()
+    {
+        work_.reset();
+        ctx_.stop();
+        for (auto& thread : threads_) {
+            thread.join();
+        }
+        threads_.clear();
+    }
+
+    ~context_threads()
+    {
+        if (!threads_.empty()) {
+            stop();
+        }
+    }
+
+private:
+    asio::io_context& ctx_;
+    asio::executor_work_guard<asio::io_context::executor_type> work_;
+    std::vector<std::thread> threads_;
+};
+
 struct demo_results {
     std::atomic<int> callers_served{0};
     std::atomic<int> errors{0};
@@ -431,7 +480,7 @@ int run_worker(const demo_options& opts)
         }
     };
     const double duration_s = stampede::demo::load_duration(opts);
-    const int api_requests = duration_s > 0 ? opts.api_requests : 0;
+    const int api_requests = stampede::demo::revocation_api_requests(opts);
     const auto started = steady_clock::now();
     const auto load_until =
         started + std::chrono::milliseconds(static_cast<long long>(duration_s * 1000));
@@ -450,26 +499,13 @@ int run_worker(const demo_options& opts)
         });
     }
 
-    std::vector<std::thread> threads;
-    auto work = asio::make_work_guard(ctx);
-    for (unsigned i = 0; i < opts.threads; ++i) {
-        threads.emplace_back([&] { ctx.run(); });
-    }
-    while (steady_clock::now() < load_until + 1s || api_finished.load() < api_requests) {
-        std::this_thread::sleep_for(50ms);
-        if (steady_clock::now() > load_until + 120s) {
-            break;
-        }
-    }
+    context_threads threads(ctx, opts.threads);
+    threads.wait_for_load(load_until, api_finished, api_requests);
     const auto source_stats = auth.stats();
     const auto api_stats = api.stats();
     auth.shutdown();
     store->close();
-    work.reset();
-    ctx.stop();
-    for (auto& t : threads) {
-        t.join();
-    }
+    threads.stop();
 
     boost::json::object out{
         {"callers", opts.callers},
@@ -522,9 +558,8 @@ int main(int argc, char** argv)
     emulator_options.log_requests = false;
     stampede::emulator::server server(emulator_options);
     server.start();
-    // Without a load phase there is nothing to revoke the token in the middle of.
     const double duration_s = stampede::demo::load_duration(opts);
-    const int api_requests = duration_s > 0 ? opts.api_requests : 0;
+    const int api_requests = stampede::demo::revocation_api_requests(opts);
     if (!opts.json) {
         std::cout << "emulator: " << server.token_url() << " (TLS on loopback, tokens live "
                   << opts.token_lifetime_s << " s)\n"
@@ -570,27 +605,12 @@ int main(int argc, char** argv)
         });
     }
 
-    std::vector<std::thread> threads;
-    auto work = asio::make_work_guard(ctx);
-    for (unsigned i = 0; i < opts.threads; ++i) {
-        threads.emplace_back([&] { ctx.run(); });
-    }
-
-    // Wait for the load to end and for the API requests, then stop.
-    while (steady_clock::now() < load_until + 1s || api_finished.load() < api_requests) {
-        std::this_thread::sleep_for(50ms);
-        if (steady_clock::now() > load_until + 120s) {
-            break;
-        }
-    }
+    context_threads threads(ctx, opts.threads);
+    threads.wait_for_load(load_until, api_finished, api_requests);
     const auto source_stats = auth.stats();
     const auto api_stats = api.stats();
     auth.shutdown();
-    work.reset();
-    ctx.stop();
-    for (auto& t : threads) {
-        t.join();
-    }
+    threads.stop();
     const auto emulator_stats = server.get_stats();
     server.stop();
     std::filesystem::remove_all(work_dir);
