@@ -12,6 +12,7 @@
 #include <stampede/token_cache_key.hpp>
 #include <stampede/token_source.hpp>
 
+#include <boost/algorithm/string/replace.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/error.hpp>
@@ -688,14 +689,6 @@ std::string sanitize(const std::string& text, std::string_view secret)
     return redact_token_like(redact(text, secret));
 }
 
-// Replaces every occurrence of `from` in `text` with `to`.
-void replace_all(std::string& text, std::string_view from, std::string_view to)
-{
-    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
-        text.replace(at, from.size(), to);
-    }
-}
-
 // Rewrites the SDK's own message, which names token_source_settings fields and speaks of
 // later calls, in terms of this program's options and environment variables.
 // NOTE: the phrases match the SDK's current wording, so a reworded SDK message passes
@@ -721,7 +714,7 @@ std::string to_cli_terms(std::string message)
         {"; the next call starts a new fetch", ""},
     };
     for (const rewrite& r : rewrites) {
-        replace_all(message, r.sdk_phrase, r.cli_phrase);
+        boost::algorithm::replace_all(message, r.sdk_phrase, r.cli_phrase);
     }
 
     // This program fixes the timeouts and size limits, so the names of those settings,
