@@ -226,7 +226,7 @@ void connection_impl::note_error_reply(const pending_command& command, const rep
     log(level, [&] {
         stampede::detail::redactor secrets;
         secrets.add(config_.password.reveal());
-        return "Redis at " + describe(config_) + " answered " +
+        return "Redis at " + describe(config_) + " replied to " +
                (command.name.empty() ? std::string("a command") : command.name) +
                " with an error: " + stampede::detail::sanitize_server_text(text, secrets) + " (" +
                std::to_string(count) + " error replies on this connection so far)";

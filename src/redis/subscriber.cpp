@@ -169,8 +169,8 @@ asio::awaitable<void> subscriber::run(std::shared_ptr<subscriber> self)
         for (;;) {
             reply message;
             // NOTE: no timeout here, because a subscriber is idle between messages. A server
-            // that stops in the middle of a reply holds this connection until it closes;
-            // waiters still poll every poll_interval meanwhile.
+            // that stops in the middle of a reply keeps this connection until it closes,
+            // and waiters poll every poll_interval meanwhile.
             read_ec = co_await candidate->read(message);
             if (read_ec) {
                 break;

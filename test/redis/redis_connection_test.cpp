@@ -204,7 +204,7 @@ BOOST_AUTO_TEST_CASE(connection_logs_error_reply_with_command)
         BOOST_TEST(ec == redis::errc::server_error);
         BOOST_TEST(answer.text().starts_with("NOPERM"));
     });
-    BOOST_TEST(logs.contains("answered EVALSHA with an error: NOPERM"));
+    BOOST_TEST(logs.contains("replied to EVALSHA with an error: NOPERM"));
     BOOST_TEST(logs.contains("1 error replies"));
     BOOST_TEST(!logs.contains("limited-password-xyz"));
     admin.close();

@@ -1,4 +1,4 @@
-// A fake Redis on loopback that answers one command with an oversized reply, to test
+// A fake Redis on loopback that replies to one command with an oversized reply, to test
 // redis::config::max_reply_bytes on the command and the subscriber connection.
 
 #ifndef STAMPEDE_TEST_OVERSIZED_REPLY_SERVER_HPP

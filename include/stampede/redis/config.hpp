@@ -53,10 +53,10 @@ struct config {
     /// Maximum size of one reply, in bytes of its RESP encoding, on the command and the
     /// subscriber connection. A larger reply fails with `errc::reply_too_large` and
     /// closes that connection, so a broken or hostile server cannot make the process
-    /// allocate without limit. The memory a reply takes once parsed is a small multiple
-    /// of its encoded size. The default holds token entries and the library's own
-    /// replies with a wide margin; raise it if commands sent through `connection` return
-    /// more.
+    /// allocate without limit. Once parsed, a reply takes more memory than its encoding,
+    /// by an estimated factor of tens for arrays of tiny elements (not measured). The
+    /// default is far above the size of token entries and of the library's own replies.
+    /// Raise it if commands sent through `connection` return more.
     std::size_t max_reply_bytes = 1024 * 1024;
 
     /// Delays between failed connection attempts: exponential backoff with full jitter.
